@@ -1,0 +1,33 @@
+//! The one error type of the agent crate.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The data dir cannot be created.
+    #[error("data dir {path}: {reason}")]
+    DataDir {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A listener could not bind.
+    #[error("{what} listener {addr}: {reason}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// A tail source could not start.
+    #[error("tail source: {0}")]
+    Tail(#[from] crate::sources::tail::TailError),
+    /// The forwarder could not be set up.
+    #[error("forwarder: {0}")]
+    Forward(#[from] crate::forward::ForwardError),
+}

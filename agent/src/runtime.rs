@@ -1,0 +1,200 @@
+//! Starts and stops the whole agent from a config: the sources, the pipeline,
+//! the forwarder and the admin listener, and shuts them down in the order that
+//! loses nothing (sources stop reading, the forwarder drains, checkpoints are
+//! written last).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use mecha_config::{Compression, Config, SourceKind};
+
+use crate::admin::{self, Readiness};
+use crate::forward::grpc::{GrpcDownstream, WireCompression};
+use crate::forward::{self, Downstream, ForwarderOptions};
+use crate::metrics::AgentMetrics;
+use crate::pipeline;
+use crate::sources::tail::{ReadFrom, TailHandle, TailOptions, TailSource};
+use crate::{AgentError, Shutdown};
+
+/// A running agent.
+pub struct Agent {
+    shutdown: Shutdown,
+    admin_addr: Option<SocketAddr>,
+    admin_task: Option<tokio::task::JoinHandle<()>>,
+    tails: Vec<(String, TailHandle)>,
+    forwarder: tokio::task::JoinHandle<()>,
+    metrics: Arc<AgentMetrics>,
+    readiness: Arc<Readiness>,
+}
+
+impl Agent {
+    /// Starts every component of `config`. Records go to `downstream` when given
+    /// (standalone mode), else to `config.agent.forward.endpoint` over OTLP/gRPC.
+    pub async fn start(
+        config: &Config,
+        data_dir: &Path,
+        downstream: Option<Arc<dyn Downstream>>,
+    ) -> Result<Agent, AgentError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| AgentError::DataDir {
+            path: data_dir.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let metrics = Arc::new(AgentMetrics::new());
+        let readiness = Arc::new(Readiness::default());
+        let shutdown = Shutdown::new();
+        let fwd = &config.agent.forward;
+        let downstream: Arc<dyn Downstream> = match downstream {
+            Some(d) => d,
+            None => Arc::new(
+                GrpcDownstream::new(
+                    &fwd.endpoint,
+                    match fwd.compression {
+                        Compression::Zstd => WireCompression::Zstd,
+                        Compression::Gzip => WireCompression::Gzip,
+                        Compression::None => WireCompression::None,
+                    },
+                    fwd.request_timeout.0,
+                    metrics.clone(),
+                )
+                .map_err(AgentError::Forward)?,
+            ),
+        };
+        let (output, input) = pipeline::channel(config.agent.queue_chunks, metrics.clone());
+        let forwarder = tokio::spawn(forward::run(
+            input,
+            downstream,
+            ForwarderOptions {
+                batch_max_bytes: fwd.batch_max_bytes.as_usize(),
+                batch_timeout: fwd.batch_timeout.0,
+                ..ForwarderOptions::default()
+            },
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+
+        let (admin_addr, admin_task) = match config.agent.admin.listen.0 {
+            Some(addr) => {
+                let (a, t) =
+                    admin::serve(addr, metrics.clone(), readiness.clone(), shutdown.clone())
+                        .await
+                        .map_err(|e| AgentError::Bind {
+                            what: "admin",
+                            addr,
+                            reason: e.to_string(),
+                        })?;
+                (Some(a), Some(t))
+            }
+            None => (None, None),
+        };
+
+        let mut tails = Vec::new();
+        for (name, src) in &config.agent.sources {
+            match src.kind {
+                SourceKind::Tail => {
+                    let opts = tail_options(name, src, data_dir, config.node_name.clone());
+                    let handle =
+                        TailSource::start(opts, output.clone(), metrics.clone(), shutdown.clone())
+                            .await
+                            .map_err(AgentError::Tail)?;
+                    tails.push((name.clone(), handle));
+                }
+            }
+        }
+        drop(output);
+        readiness.set_started();
+        Ok(Agent {
+            shutdown,
+            admin_addr,
+            admin_task,
+            tails,
+            forwarder,
+            metrics,
+            readiness,
+        })
+    }
+
+    /// The bound admin address, if the admin listener is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Files currently watched by each tail source, by source name.
+    pub fn watched_files(&self) -> Vec<(String, Vec<PathBuf>)> {
+        self.tails
+            .iter()
+            .map(|(n, h)| (n.clone(), h.watched_files()))
+            .collect()
+    }
+
+    /// The agent's metrics.
+    pub fn metrics(&self) -> &Arc<AgentMetrics> {
+        &self.metrics
+    }
+
+    /// Readiness, for components outside the agent to report problems.
+    pub fn readiness(&self) -> &Arc<Readiness> {
+        &self.readiness
+    }
+
+    /// Stops reading, delivers what was read (within the forwarder's drain
+    /// deadline) and writes checkpoints.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        if let Err(e) = self.forwarder.await {
+            tracing::error!(error = %e, "forwarder task failed");
+        }
+        for (_, t) in self.tails {
+            t.join().await;
+        }
+        if let Some(t) = self.admin_task
+            && let Err(e) = t.await
+        {
+            tracing::error!(error = %e, "admin task failed");
+        }
+    }
+}
+
+/// Maps a tail source's config to its options. The default excludes always apply.
+fn tail_options(
+    name: &str,
+    src: &mecha_config::SourceConfig,
+    data_dir: &Path,
+    node_name: Option<String>,
+) -> TailOptions {
+    let mut exclude: Vec<String> = mecha_config::DEFAULT_EXCLUDE
+        .iter()
+        .map(|s| (*s).to_string())
+        .collect();
+    exclude.extend(src.exclude.iter().map(|g| g.0.clone()));
+    let defaults = TailOptions::default();
+    TailOptions {
+        include: src.include.iter().map(|g| g.0.clone()).collect(),
+        exclude,
+        read_from: match src.read_from {
+            mecha_config::ReadFrom::Beginning => ReadFrom::Beginning,
+            mecha_config::ReadFrom::End => ReadFrom::End,
+        },
+        container_format: src.container_format.fixed(),
+        body_format: src.format.0,
+        keep_original_body: src.keep_original_body,
+        multiline: src.multiline.as_ref().map(|m| m.effective_rule()),
+        multiline_flush: src
+            .multiline
+            .as_ref()
+            .map(|m| m.flush_timeout.0)
+            .unwrap_or(defaults.multiline_flush),
+        multiline_max_lines: src
+            .multiline
+            .as_ref()
+            .map(|m| m.max_lines)
+            .unwrap_or(defaults.multiline_max_lines),
+        max_line_bytes: src.max_line_bytes.as_usize(),
+        max_merged_line_bytes: src.max_merged_line_bytes.as_usize(),
+        rescan_interval: src.rescan_interval.0,
+        checkpoint_path: data_dir.join(format!("checkpoints-{name}.json")),
+        max_open_files: src.max_open_files,
+        node_name,
+        ..defaults
+    }
+}

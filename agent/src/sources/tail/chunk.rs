@@ -1,0 +1,228 @@
+//! Grouping records into chunks and wiring each chunk's acknowledgement to the
+//! checkpoints.
+//!
+//! A chunk holds at most `max_bytes` of records (one record alone may exceed
+//! it) and is sealed after `max_delay`. Its acknowledgement advances each
+//! file's checkpoint to the commit offsets the decoder emitted with the chunk's
+//! records, never further. This module does no I/O.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mecha_parsers::LogRecord;
+use tokio::time::Instant;
+
+use super::checkpoint::AckBook;
+use super::decode::Item;
+use crate::pipeline::Chunk;
+
+/// Counts one chunk as alive until its acknowledgement runs or is dropped.
+struct Alive(Arc<AtomicUsize>);
+
+impl Alive {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Alive(count.clone())
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The chunk being filled.
+pub(super) struct ChunkBuilder {
+    records: Vec<LogRecord>,
+    bytes: usize,
+    commits: HashMap<Arc<str>, u64>,
+    /// The latest commit, kept out of the map: commits come once per line,
+    /// nearly always for the same file as the one before.
+    last_commit: Option<(Arc<str>, u64)>,
+    started: Option<Instant>,
+    max_bytes: usize,
+    max_delay: Duration,
+    book: Arc<Mutex<AckBook>>,
+    alive: Arc<AtomicUsize>,
+}
+
+impl ChunkBuilder {
+    /// An empty builder.
+    pub fn new(max_bytes: usize, max_delay: Duration, book: Arc<Mutex<AckBook>>) -> Self {
+        ChunkBuilder {
+            records: Vec::new(),
+            bytes: 0,
+            commits: HashMap::new(),
+            last_commit: None,
+            started: None,
+            max_bytes,
+            max_delay,
+            book,
+            alive: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// The number of chunks sealed but neither acknowledged nor dropped yet.
+    pub fn counter(&self) -> Arc<AtomicUsize> {
+        self.alive.clone()
+    }
+
+    /// Adds a record or a commit offset; returns a full chunk when the record
+    /// does not fit in the current one.
+    ///
+    /// Sealing happens only before a record is added, so a commit offset always
+    /// lands in the chunk holding the records it covers (or a later one).
+    pub fn push(&mut self, item: Item, now: Instant) -> Option<Chunk> {
+        match item {
+            Item::Commit { stream, offset } => {
+                match &mut self.last_commit {
+                    Some((s, o)) if Arc::ptr_eq(s, &stream) => *o = (*o).max(offset),
+                    last => {
+                        if let Some((s, o)) = last.replace((stream, offset)) {
+                            self.merge_commit(s, o);
+                        }
+                    }
+                }
+                None
+            }
+            Item::Record(record) => {
+                let size = record.approx_bytes();
+                let sealed = if !self.records.is_empty() && self.bytes + size > self.max_bytes {
+                    self.seal()
+                } else {
+                    None
+                };
+                if self.records.is_empty() {
+                    self.started = Some(now);
+                }
+                self.bytes += size;
+                self.records.push(record);
+                sealed
+            }
+        }
+    }
+
+    fn merge_commit(&mut self, stream: Arc<str>, offset: u64) {
+        let e = self.commits.entry(stream).or_insert(0);
+        *e = (*e).max(offset);
+    }
+
+    /// When the current chunk must be sent, if it holds records.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.started.map(|s| s + self.max_delay)
+    }
+
+    /// The current chunk, if it holds records. Commit offsets without records
+    /// stay for the next chunk.
+    pub fn seal(&mut self) -> Option<Chunk> {
+        if self.records.is_empty() {
+            return None;
+        }
+        let records = std::mem::take(&mut self.records);
+        if let Some((s, o)) = self.last_commit.take() {
+            self.merge_commit(s, o);
+        }
+        let commits = std::mem::take(&mut self.commits);
+        self.bytes = 0;
+        self.started = None;
+        let book = self.book.clone();
+        let alive = Alive::new(&self.alive);
+        let ack = Box::new(move || {
+            let _alive = alive;
+            let mut book = book.lock().unwrap_or_else(|e| e.into_inner());
+            for (stream, offset) in commits {
+                book.ack(&stream, offset);
+            }
+        });
+        Some(Chunk::new(records, Some(ack)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn record(body: &str) -> Item {
+        Item::Record(LogRecord::new(body, 1))
+    }
+
+    #[test]
+    fn ack_advances_checkpoint_to_the_commits_of_its_chunk_only() {
+        let book = Arc::new(Mutex::new(AckBook::default()));
+        book.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .register("f", Path::new("/f"), 0);
+        let mut b = ChunkBuilder::new(150, Duration::from_millis(200), book.clone());
+        let now = Instant::now();
+        let stream: Arc<str> = Arc::from("f");
+        assert!(b.push(record("a"), now).is_none());
+        assert!(
+            b.push(
+                Item::Commit {
+                    stream: stream.clone(),
+                    offset: 10
+                },
+                now
+            )
+            .is_none()
+        );
+        // The second record does not fit: the first chunk is sealed with commit 10.
+        let first = b.push(record(&"b".repeat(100)), now);
+        b.push(Item::Commit { stream, offset: 20 }, now);
+        let second = b.seal();
+        let offset = || book.lock().unwrap_or_else(|e| e.into_inner()).offset("f");
+        assert_eq!(offset(), Some(0));
+        if let Some(c) = first {
+            c.ack();
+        }
+        assert_eq!(offset(), Some(10));
+        if let Some(c) = second {
+            c.ack();
+        }
+        assert_eq!(offset(), Some(20));
+    }
+
+    #[test]
+    fn deadline_starts_with_the_first_record() {
+        let book = Arc::new(Mutex::new(AckBook::default()));
+        let mut b = ChunkBuilder::new(1 << 20, Duration::from_millis(200), book);
+        assert_eq!(b.deadline(), None);
+        let now = Instant::now();
+        b.push(record("x"), now);
+        assert_eq!(b.deadline(), Some(now + Duration::from_millis(200)));
+        assert!(b.seal().is_some());
+        assert!(b.seal().is_none());
+    }
+
+    #[test]
+    fn commits_of_interleaved_files_all_reach_the_checkpoints() {
+        let book = Arc::new(Mutex::new(AckBook::default()));
+        {
+            let mut b = book.lock().unwrap_or_else(|e| e.into_inner());
+            b.register("a", Path::new("/a"), 0);
+            b.register("b", Path::new("/b"), 0);
+        }
+        let mut b = ChunkBuilder::new(1 << 20, Duration::from_millis(200), book.clone());
+        let now = Instant::now();
+        let (a, bb): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        b.push(record("x"), now);
+        for (s, o) in [(&a, 5), (&a, 7), (&bb, 3), (&a, 9), (&bb, 4)] {
+            b.push(
+                Item::Commit {
+                    stream: s.clone(),
+                    offset: o,
+                },
+                now,
+            );
+        }
+        if let Some(c) = b.seal() {
+            c.ack();
+        }
+        let book = book.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!((book.offset("a"), book.offset("b")), (Some(9), Some(4)));
+    }
+}

@@ -1,0 +1,736 @@
+//! Turning one file's physical lines into log records.
+//!
+//! Per file: container envelope (configured, or detected from the first line
+//! read) → partial-line merging (per stream) → multiline joining (per stream) →
+//! body parsing → [`LogRecord`]. Every alteration is flagged on the record and
+//! counted with its reason.
+//!
+//! Records leave in the order of their end offsets, so that positions are
+//! monotonic per file even when a multiline record on one stream completes after
+//! lines of the other stream: a finished record waits (in `held`) while another
+//! stream's pending record might still end before it. Alongside records the
+//! decoder emits *commit* offsets: every byte before a commit offset belongs to
+//! a record already emitted, which is what a checkpoint may safely advance to.
+//! This module does no I/O and reads no clock of its own.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mecha_parsers::body::{BodyFormat, parse_body};
+use mecha_parsers::container::{self, ContainerFormat, ContainerLine, PartialMerger, Stream};
+use mecha_parsers::kubepath::parse_kube_path;
+use mecha_parsers::model::keys;
+use mecha_parsers::multiline::{Joiner, MultilineRule};
+use mecha_parsers::{LogRecord, Resource, Severity, SourcePosition};
+use serde_json::Value;
+
+use super::COMPONENT;
+use crate::metrics::{AgentMetrics, reason};
+
+/// Attribute holding the original text when a body parsed into fields.
+pub(super) const ORIGINAL_BODY: &str = "log.original";
+
+/// A pending partial message is emitted alone after this much idle time
+/// (a runtime writes the pieces of one message back to back).
+const PARTIAL_IDLE_FLUSH: Duration = Duration::from_secs(5);
+
+/// More finished records than this waiting behind another stream's pending
+/// multiline record force that record out (bounds memory).
+const MAX_HELD: usize = 1024;
+
+/// The decoding settings shared by every file.
+pub(super) struct DecodeCtx {
+    /// Envelope format; `None` detects it per file.
+    pub container_format: Option<ContainerFormat>,
+    /// Body format.
+    pub body_format: BodyFormat,
+    /// Keep the original text under [`ORIGINAL_BODY`] when a body has fields.
+    pub keep_original_body: bool,
+    /// Multiline rule; `None` is off.
+    pub multiline: Option<MultilineRule>,
+    /// Idle time after which a pending multiline record is emitted.
+    pub multiline_flush: Duration,
+    /// Most lines in one multiline record.
+    pub multiline_max_lines: usize,
+    /// Most bytes of a merged or joined message.
+    pub max_merged_bytes: usize,
+    /// Sets `k8s.node.name` on every resource.
+    pub node_name: Option<String>,
+    /// Where alterations are counted.
+    pub metrics: Arc<AgentMetrics>,
+    /// Wall clock in ns since the epoch, for `observed_ns` (a field so tests can
+    /// pin it).
+    pub wall_ns: fn() -> i64,
+}
+
+/// What the decoder hands to the chunk builder.
+#[derive(Debug)]
+pub(super) enum Item {
+    /// A finished record.
+    Record(LogRecord),
+    /// Every byte of the stream before `offset` is in emitted records.
+    Commit {
+        /// File fingerprint.
+        stream: Arc<str>,
+        /// The safe offset.
+        offset: u64,
+    },
+}
+
+/// Flags collected over the lines of one record.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Flags {
+    truncated: bool,
+    invalid_utf8: bool,
+    parse_error: Option<String>,
+}
+
+impl Flags {
+    fn merge(&mut self, other: &Flags) {
+        self.truncated |= other.truncated;
+        self.invalid_utf8 |= other.invalid_utf8;
+        if self.parse_error.is_none() {
+            self.parse_error.clone_from(&other.parse_error);
+        }
+    }
+}
+
+/// Position and envelope data of one (merged) line, carried through the joiner.
+#[derive(Debug, Clone)]
+pub(super) struct LineMeta {
+    start: u64,
+    end: u64,
+    timestamp_ns: i64,
+}
+
+/// A partial message waiting for its final piece, per stream.
+#[derive(Debug, Default)]
+struct PartialSpan {
+    start: Option<u64>,
+    end: Option<u64>,
+    flags: Flags,
+    last_push: Option<Instant>,
+}
+
+/// A multiline joiner and what the decoder knows of its pending record.
+struct Slot {
+    joiner: Joiner<LineMeta>,
+    pending: bool,
+    start: u64,
+    last_end: u64,
+    flags: Flags,
+    last_push: Option<Instant>,
+}
+
+/// A finished record waiting for in-order release.
+#[derive(Debug)]
+struct Held {
+    start: u64,
+    end: u64,
+    record: LogRecord,
+}
+
+/// The decoding state of one file.
+pub(super) struct Decoder {
+    ctx: Arc<DecodeCtx>,
+    stream_id: Arc<str>,
+    path: String,
+    resource: Resource,
+    format: Option<ContainerFormat>,
+    merger: PartialMerger,
+    partials: [PartialSpan; 3],
+    slots: Option<[Slot; 3]>,
+    held: VecDeque<Held>,
+    /// The last commit offset handed out: every byte before it is in
+    /// released records.
+    last_commit: u64,
+    records_in: prometheus::IntCounter,
+}
+
+fn slot_of(stream: Stream) -> usize {
+    match stream {
+        Stream::Stdout => 0,
+        Stream::Stderr => 1,
+        Stream::Unknown => 2,
+    }
+}
+
+const STREAMS: [Stream; 3] = [Stream::Stdout, Stream::Stderr, Stream::Unknown];
+
+impl Decoder {
+    /// A decoder for the file `path` with identity `stream_id`, whose reading
+    /// starts at `offset`.
+    pub fn new(ctx: Arc<DecodeCtx>, stream_id: Arc<str>, path: &Path, offset: u64) -> Self {
+        let path = path.to_string_lossy().into_owned();
+        let mut resource = Resource::default();
+        if let Some(kube) = parse_kube_path(&path) {
+            kube.apply(&mut resource);
+        }
+        if let Some(node) = &ctx.node_name {
+            resource.set(keys::NODE, node.clone());
+        }
+        let slots = ctx.multiline.as_ref().map(|rule| {
+            let make = || Slot {
+                joiner: Joiner::new(
+                    rule.clone(),
+                    ctx.max_merged_bytes,
+                    ctx.multiline_max_lines.max(1),
+                ),
+                pending: false,
+                start: 0,
+                last_end: 0,
+                flags: Flags::default(),
+                last_push: None,
+            };
+            [make(), make(), make()]
+        });
+        let records_in = ctx.metrics.events_in.with_label_values(&[COMPONENT]);
+        Decoder {
+            merger: PartialMerger::new(ctx.max_merged_bytes),
+            format: ctx.container_format,
+            ctx,
+            stream_id,
+            path,
+            resource,
+            partials: Default::default(),
+            slots,
+            held: VecDeque::new(),
+            last_commit: offset,
+            records_in,
+        }
+    }
+
+    /// The file's identity.
+    pub fn stream_id(&self) -> &Arc<str> {
+        &self.stream_id
+    }
+
+    /// Decodes one physical line spanning `start..end` of the file.
+    pub fn line(
+        &mut self,
+        bytes: &[u8],
+        start: u64,
+        end: u64,
+        truncated: bool,
+        now: Instant,
+        out: &mut Vec<Item>,
+    ) {
+        let metrics = &self.ctx.metrics;
+        if truncated {
+            metrics.discard(COMPONENT, reason::LINE_TRUNCATED);
+        }
+        let format = *self.format.get_or_insert_with(|| container::detect(bytes));
+        let mut flags = Flags {
+            truncated,
+            ..Flags::default()
+        };
+        let parsed = match format {
+            // Plain files written on Windows end lines with "\r\n".
+            ContainerFormat::Plain => Ok(ContainerLine {
+                timestamp_ns: 0,
+                stream: Stream::Unknown,
+                partial: false,
+                message: std::borrow::Cow::Borrowed(bytes.strip_suffix(b"\r").unwrap_or(bytes)),
+            }),
+            f => container::parse_line(f, bytes),
+        };
+        let cl = match parsed {
+            Ok(cl) => cl,
+            Err(e) => {
+                // Bad input is data: keep the raw line as the message.
+                metrics.discard(COMPONENT, reason::ENVELOPE_ERROR);
+                flags.parse_error = Some(e.to_string());
+                let meta = LineMeta {
+                    start,
+                    end,
+                    timestamp_ns: 0,
+                };
+                self.message(bytes.to_vec(), Stream::Unknown, meta, flags, now);
+                self.release(end, out);
+                return;
+            }
+        };
+        let index = slot_of(cl.stream);
+        if let Some(span) = self.partials.get_mut(index) {
+            span.start.get_or_insert(start);
+            span.end = Some(end);
+            span.flags.merge(&flags);
+            span.last_push = Some(now);
+        }
+        if let Some(merged) = self.merger.push(cl) {
+            let span = self
+                .partials
+                .get_mut(index)
+                .map(std::mem::take)
+                .unwrap_or_default();
+            let mut flags = span.flags;
+            if merged.truncated {
+                metrics.discard(COMPONENT, reason::MERGE_TRUNCATED);
+                flags.truncated = true;
+            }
+            let meta = LineMeta {
+                start: span.start.unwrap_or(start),
+                end,
+                timestamp_ns: merged.timestamp_ns,
+            };
+            self.message(merged.message, merged.stream, meta, flags, now);
+        }
+        self.release(end, out);
+    }
+
+    /// A whole message (partials merged): into the joiner, or straight to a record.
+    fn message(
+        &mut self,
+        bytes: Vec<u8>,
+        stream: Stream,
+        meta: LineMeta,
+        mut flags: Flags,
+        now: Instant,
+    ) {
+        let text = match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                self.ctx.metrics.discard(COMPONENT, reason::INVALID_UTF8);
+                flags.invalid_utf8 = true;
+                String::from_utf8_lossy(e.as_bytes()).into_owned()
+            }
+        };
+        let index = slot_of(stream);
+        let Some(slot) = self.slots.as_mut().and_then(|s| s.get_mut(index)) else {
+            let held = self.build(text, stream, meta.start, meta.end, meta.timestamp_ns, flags);
+            self.hold(held);
+            return;
+        };
+        let (line_start, line_end) = (meta.start, meta.end);
+        let was_pending = slot.pending;
+        let joined = slot.joiner.push(text, meta);
+        let mut finished = None;
+        match joined {
+            Some(j) if j.last.end == line_end => {
+                // The current line completed the record (a limit was reached).
+                let mut f = std::mem::take(&mut slot.flags);
+                f.merge(&flags);
+                finished = Some((j, f));
+            }
+            Some(j) => {
+                // The current line starts a new record.
+                let f = std::mem::replace(&mut slot.flags, flags);
+                slot.start = line_start;
+                finished = Some((j, f));
+            }
+            None => {
+                if !was_pending {
+                    slot.start = line_start;
+                }
+                slot.flags.merge(&flags);
+            }
+        }
+        slot.pending = slot.joiner.is_pending();
+        slot.last_end = line_end;
+        slot.last_push = Some(now);
+        if let Some((j, mut f)) = finished {
+            if j.truncated {
+                self.ctx
+                    .metrics
+                    .discard(COMPONENT, reason::MULTILINE_TRUNCATED);
+                f.truncated = true;
+            }
+            let held = self.build(
+                j.text,
+                stream,
+                j.first.start,
+                j.last.end,
+                j.first.timestamp_ns,
+                f,
+            );
+            self.hold(held);
+        }
+    }
+
+    /// Parses the body and builds the record.
+    fn build(
+        &self,
+        text: String,
+        stream: Stream,
+        start: u64,
+        end: u64,
+        envelope_ts: i64,
+        flags: Flags,
+    ) -> Held {
+        let ctx = &self.ctx;
+        let mut record = LogRecord {
+            observed_ns: (ctx.wall_ns)(),
+            timestamp_ns: envelope_ts,
+            resource: self.resource.clone(),
+            position: Some(SourcePosition {
+                stream: self.stream_id.to_string(),
+                offset: end,
+            }),
+            ..LogRecord::default()
+        };
+        let mut flags = flags;
+        match parse_body(ctx.body_format, &text) {
+            Ok(parsed) => {
+                if record.timestamp_ns <= 0 {
+                    record.timestamp_ns = parsed.timestamp_ns.unwrap_or(0);
+                }
+                record.severity = parsed.severity.unwrap_or(Severity::Unspecified);
+                let has_fields = !parsed.fields.is_empty();
+                record.attributes = parsed.fields;
+                if has_fields && ctx.keep_original_body {
+                    record
+                        .attributes
+                        .insert(ORIGINAL_BODY.to_owned(), Value::String(text));
+                }
+                record.body = parsed.message;
+            }
+            Err(e) => {
+                ctx.metrics.discard(COMPONENT, reason::BODY_PARSE_ERROR);
+                if flags.parse_error.is_none() {
+                    flags.parse_error = Some(e.to_string());
+                }
+                record.body = text;
+            }
+        }
+        let attrs = &mut record.attributes;
+        if stream != Stream::Unknown {
+            attrs.insert(
+                keys::IOSTREAM.to_owned(),
+                Value::String(stream.as_str().to_owned()),
+            );
+        }
+        attrs.insert(keys::FILE_PATH.to_owned(), Value::String(self.path.clone()));
+        if flags.truncated {
+            attrs.insert(keys::TRUNCATED.to_owned(), Value::Bool(true));
+        }
+        if flags.invalid_utf8 {
+            attrs.insert(keys::INVALID_UTF8.to_owned(), Value::Bool(true));
+        }
+        if let Some(err) = flags.parse_error {
+            attrs.insert(keys::PARSE_ERROR.to_owned(), Value::String(err));
+        }
+        Held { start, end, record }
+    }
+
+    /// Queues a finished record in end-offset order.
+    fn hold(&mut self, held: Held) {
+        let at = self.held.partition_point(|h| h.end <= held.end);
+        self.held.insert(at, held);
+    }
+
+    /// The smallest last-line end of any pending multiline record: a finished
+    /// record ending after it must wait, because that record may end first.
+    fn pending_bound(&self) -> u64 {
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|s| s.pending)
+            .map(|s| s.last_end)
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Emits the records that can no longer be overtaken, then the new commit
+    /// offset; `consumed` is the offset past the last line decoded.
+    fn release(&mut self, consumed: u64, out: &mut Vec<Item>) {
+        if self.held.len() > MAX_HELD {
+            // Another stream's record has been pending for too long behind a
+            // flood on this one: emit it as it is rather than hold without bound.
+            self.flush_slots(|_| true);
+        }
+        let bound = self.pending_bound();
+        while self.held.front().is_some_and(|h| h.end < bound) {
+            if let Some(h) = self.held.pop_front() {
+                self.records_in.inc();
+                out.push(Item::Record(h.record));
+            }
+        }
+        let mut commit = consumed;
+        for span in &self.partials {
+            if let Some(s) = span.start {
+                commit = commit.min(s);
+            }
+        }
+        for slot in self.slots.iter().flatten().filter(|s| s.pending) {
+            commit = commit.min(slot.start);
+        }
+        if let Some(h) = self.held.front() {
+            commit = commit.min(h.start);
+        }
+        // Emitted right after the records it covers, so that it lands in
+        // their chunk and acknowledging a chunk releases exactly its lines.
+        if commit > self.last_commit {
+            self.last_commit = commit;
+            out.push(Item::Commit {
+                stream: self.stream_id.clone(),
+                offset: commit,
+            });
+        }
+    }
+
+    fn flush_partial(&mut self, index: usize, now: Instant) {
+        // PartialMerger flushes oldest first over all streams; pull until the
+        // wanted stream comes out, feeding every message on.
+        while self.partials.get(index).is_some_and(|p| p.start.is_some()) {
+            let Some(merged) = self.merger.flush() else {
+                break;
+            };
+            let i = slot_of(merged.stream);
+            let span = self
+                .partials
+                .get_mut(i)
+                .map(std::mem::take)
+                .unwrap_or_default();
+            let mut flags = span.flags;
+            if merged.truncated {
+                self.ctx.metrics.discard(COMPONENT, reason::MERGE_TRUNCATED);
+                flags.truncated = true;
+            }
+            let start = span.start.unwrap_or(0);
+            let end = span.end.unwrap_or(start);
+            let meta = LineMeta {
+                start,
+                end,
+                timestamp_ns: merged.timestamp_ns,
+            };
+            self.message(merged.message, merged.stream, meta, flags, now);
+        }
+    }
+
+    fn flush_slots(&mut self, mut which: impl FnMut(&Slot) -> bool) {
+        let Some(slots) = self.slots.as_mut() else {
+            return;
+        };
+        let mut done = Vec::new();
+        for (i, slot) in slots.iter_mut().enumerate() {
+            if !slot.pending || !which(slot) {
+                continue;
+            }
+            if let Some(j) = slot.joiner.flush() {
+                done.push((i, j, std::mem::take(&mut slot.flags)));
+            }
+            slot.pending = slot.joiner.is_pending();
+        }
+        for (i, j, mut f) in done {
+            if j.truncated {
+                self.ctx
+                    .metrics
+                    .discard(COMPONENT, reason::MULTILINE_TRUNCATED);
+                f.truncated = true;
+            }
+            let stream = STREAMS.get(i).copied().unwrap_or(Stream::Unknown);
+            let held = self.build(
+                j.text,
+                stream,
+                j.first.start,
+                j.last.end,
+                j.first.timestamp_ns,
+                f,
+            );
+            self.hold(held);
+        }
+    }
+
+    /// Emits what has been pending longer than the flush delays.
+    pub fn flush_idle(&mut self, now: Instant, consumed: u64, out: &mut Vec<Item>) {
+        for i in 0..self.partials.len() {
+            let idle = self
+                .partials
+                .get(i)
+                .and_then(|p| p.start.and(p.last_push))
+                .is_some_and(|t| now.saturating_duration_since(t) >= PARTIAL_IDLE_FLUSH);
+            if idle {
+                self.flush_partial(i, now);
+            }
+        }
+        let flush = self.ctx.multiline_flush;
+        self.flush_slots(|s| {
+            s.last_push
+                .is_some_and(|t| now.saturating_duration_since(t) >= flush)
+        });
+        self.release(consumed, out);
+    }
+
+    /// Emits everything pending (file closed, truncated, or shutdown).
+    pub fn flush_all(&mut self, now: Instant, consumed: u64, out: &mut Vec<Item>) {
+        for i in 0..self.partials.len() {
+            self.flush_partial(i, now);
+        }
+        self.flush_slots(|_| true);
+        self.release(consumed, out);
+    }
+
+    /// When the next idle flush is due, if anything is pending.
+    pub fn deadline(&self) -> Option<Instant> {
+        let partial = self
+            .partials
+            .iter()
+            .filter(|p| p.start.is_some())
+            .filter_map(|p| p.last_push)
+            .map(|t| t + PARTIAL_IDLE_FLUSH);
+        let multiline = self
+            .slots
+            .iter()
+            .flatten()
+            .filter(|s| s.pending)
+            .filter_map(|s| s.last_push)
+            .map(|t| t + self.ctx.multiline_flush);
+        partial.chain(multiline).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(multiline: Option<MultilineRule>) -> Arc<DecodeCtx> {
+        Arc::new(DecodeCtx {
+            container_format: None,
+            body_format: BodyFormat::Auto,
+            keep_original_body: false,
+            multiline,
+            multiline_flush: Duration::from_secs(1),
+            multiline_max_lines: 500,
+            max_merged_bytes: 1 << 20,
+            node_name: None,
+            metrics: Arc::new(AgentMetrics::new()),
+            wall_ns: || 1,
+        })
+    }
+
+    /// Feeds CRI lines; returns the records' (body, end offset) and the commits.
+    fn feed(d: &mut Decoder, lines: &[&str], now: Instant) -> (Vec<(String, u64)>, Vec<u64>) {
+        let mut out = Vec::new();
+        let mut offset = 0u64;
+        for l in lines {
+            let end = offset + l.len() as u64 + 1;
+            d.line(l.as_bytes(), offset, end, false, now, &mut out);
+            offset = end;
+        }
+        split(out)
+    }
+
+    fn split(out: Vec<Item>) -> (Vec<(String, u64)>, Vec<u64>) {
+        let mut records = Vec::new();
+        let mut commits = Vec::new();
+        for item in out {
+            match item {
+                Item::Record(r) => {
+                    records.push((r.body, r.position.map(|p| p.offset).unwrap_or(0)))
+                }
+                Item::Commit { offset, .. } => commits.push(offset),
+            }
+        }
+        (records, commits)
+    }
+
+    const OUT: &str = "2024-01-15T10:20:30.000000001Z stdout F";
+    const ERR: &str = "2024-01-15T10:20:30.000000001Z stderr F";
+
+    #[test]
+    fn interleaved_streams_keep_positions_monotonic_and_commits_behind_pending_records() {
+        let mut d = Decoder::new(
+            ctx(Some(MultilineRule::Java)),
+            Arc::from("fp"),
+            Path::new("/x.log"),
+            0,
+        );
+        let now = Instant::now();
+        let lines = [
+            format!("{OUT} 2024-01-15 ERROR failed"),
+            format!("{ERR} stderr one"),
+            format!("{ERR} stderr two"),
+        ];
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let (records, commits) = feed(&mut d, &refs, now);
+        // "stderr one" is finished, but the stdout record pending since line 1
+        // could still end before it: it waits, and the commit must not pass
+        // the start of the pending stdout record.
+        assert!(records.is_empty(), "{records:?}");
+        assert!(commits.is_empty(), "{commits:?}");
+        // The stdout record grows past "stderr one": now it can go.
+        let mut out = Vec::new();
+        let cont = format!("{OUT} java.lang.RuntimeException: boom");
+        d.line(cont.as_bytes(), 300, 400, false, now, &mut out);
+        let (records, commits) = split(out);
+        assert_eq!(
+            records.iter().map(|(b, _)| b.as_str()).collect::<Vec<_>>(),
+            ["stderr one"]
+        );
+        assert!(commits.is_empty(), "{commits:?}");
+        let mut out = Vec::new();
+        d.flush_all(now, 400, &mut out);
+        let (rest, commits) = split(out);
+        let bodies: Vec<&str> = rest.iter().map(|(b, _)| b.as_str()).collect();
+        assert_eq!(
+            bodies,
+            [
+                "stderr two",
+                "2024-01-15 ERROR failed\njava.lang.RuntimeException: boom"
+            ]
+        );
+        let ends: Vec<u64> = records.iter().chain(&rest).map(|(_, e)| *e).collect();
+        assert!(ends.windows(2).all(|w| w[0] < w[1]), "monotonic: {ends:?}");
+        assert_eq!(commits, [400]);
+    }
+
+    #[test]
+    fn pending_multiline_record_flushes_only_after_the_idle_delay() {
+        let mut d = Decoder::new(
+            ctx(Some(MultilineRule::Java)),
+            Arc::from("fp"),
+            Path::new("/x.log"),
+            0,
+        );
+        let now = Instant::now();
+        let (records, _) = feed(&mut d, &[&format!("{OUT} 2024-01-15 INFO alone")], now);
+        assert!(records.is_empty());
+        assert_eq!(d.deadline(), Some(now + Duration::from_secs(1)));
+        let mut out = Vec::new();
+        d.flush_idle(now + Duration::from_millis(999), 0, &mut out);
+        assert!(out.is_empty());
+        d.flush_idle(now + Duration::from_secs(1), 0, &mut out);
+        let (records, _) = split(out);
+        assert_eq!(records.len(), 1);
+        assert_eq!(d.deadline(), None);
+    }
+
+    #[test]
+    fn commit_stays_at_the_start_of_a_pending_partial() {
+        let mut d = Decoder::new(ctx(None), Arc::from("fp"), Path::new("/x.log"), 0);
+        let now = Instant::now();
+        let p = "2024-01-15T10:20:30.000000001Z stdout P piece";
+        let (records, commits) = feed(&mut d, &[p, &format!("{ERR} other stream")], now);
+        assert_eq!(records.len(), 1);
+        assert!(
+            commits.is_empty(),
+            "commit must wait for the partial at 0: {commits:?}"
+        );
+        let metrics = d.ctx.metrics.clone();
+        assert_eq!(metrics.events_in.with_label_values(&[COMPONENT]).get(), 1);
+    }
+
+    #[test]
+    fn too_many_held_records_force_the_pending_one_out() {
+        let mut d = Decoder::new(
+            ctx(Some(MultilineRule::Java)),
+            Arc::from("fp"),
+            Path::new("/x.log"),
+            0,
+        );
+        let now = Instant::now();
+        let mut lines = vec![format!("{OUT} 2024-01-15 ERROR pending forever")];
+        lines.extend((0..MAX_HELD + 10).map(|i| format!("{ERR} 2024-01-15 INFO line {i}")));
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let (records, commits) = feed(&mut d, &refs, now);
+        assert!(
+            records.len() > MAX_HELD,
+            "held records were released: {}",
+            records.len()
+        );
+        assert!(records.iter().any(|(b, _)| b.ends_with("pending forever")));
+        assert!(!commits.is_empty());
+    }
+}

@@ -1,0 +1,265 @@
+//! The aggregator: mecha's central service that receives, indexes and searches logs.
+//!
+//! Agents (and any OTLP sender) export log records over OTLP/gRPC
+//! ([`receive`]); `mecha standalone` pushes them in-process through an
+//! [`Ingest`] handle. Records are deduplicated by source position and indexed
+//! into one tantivy index per UTC day ([`store`]) with group commits; the HTTP
+//! API ([`query`]) searches them. [`Aggregator`] wires these together.
+//!
+//! This crate must not depend on the agent, must not parse command lines or
+//! configuration files (the binary does), and must not run CPU-heavy indexing on
+//! the async reactor.
+
+pub mod metrics;
+pub mod query;
+pub mod receive;
+pub mod store;
+
+mod error;
+mod ingest;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use error::Error;
+pub use ingest::{Ingest, IngestOutcome};
+
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::store::writer::Writer;
+
+/// How often day indexes past retention are looked for, besides at start.
+const RETENTION_CHECK_EVERY: Duration = Duration::from_secs(3_600);
+
+/// How to run an [`Aggregator`].
+#[derive(Debug, Clone)]
+pub struct AggregatorOptions {
+    /// Data directory; log indexes live under `data_dir/logs/<YYYY-MM-DD>/`.
+    pub data_dir: PathBuf,
+    /// OTLP/gRPC listen address (logs service; gzip and zstd accepted). `None`: off.
+    pub grpc_listen: Option<SocketAddr>,
+    /// HTTP API listen address (search, `/health`, `/ready`, `/metrics`). `None`: off.
+    pub http_listen: Option<SocketAddr>,
+    /// Whole UTC days older than this many days are deleted (checked at start and
+    /// hourly); records for such days are dropped on arrival. Default 7.
+    pub retention_days: u32,
+    /// Group-commit cadence: records are committed at most this often. Default 500 ms.
+    pub commit_interval: Duration,
+    /// Bound on the bytes of records waiting for a commit; over it, ingest waits.
+    /// Default 64 MiB.
+    pub max_pending_bytes: usize,
+}
+
+impl Default for AggregatorOptions {
+    fn default() -> Self {
+        AggregatorOptions {
+            data_dir: PathBuf::from("./data"),
+            grpc_listen: None,
+            http_listen: None,
+            retention_days: 7,
+            commit_interval: Duration::from_millis(500),
+            max_pending_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// A running aggregator: store, writer, listeners and housekeeping.
+#[derive(Debug)]
+pub struct Aggregator {
+    ingest: Ingest,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    grpc_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    servers: Vec<(&'static str, JoinHandle<Result<(), Error>>)>,
+    writer_task: JoinHandle<()>,
+    retention_task: JoinHandle<()>,
+}
+
+impl Aggregator {
+    /// Opens the indexes under `opts.data_dir`, deletes days past retention,
+    /// binds the listeners (port 0 allowed) and starts serving.
+    pub async fn start(opts: AggregatorOptions) -> Result<Aggregator, Error> {
+        let metrics = Arc::new(Metrics::new()?);
+        let root = opts.data_dir.join("logs");
+        let (store, hwms) = tokio::task::spawn_blocking(move || Store::open(&root))
+            .await
+            .map_err(|e| Error::Task {
+                what: "open indexes",
+                reason: e.to_string(),
+            })??;
+        let store = Arc::new(store);
+        let writer = Writer::new(
+            Arc::clone(&store),
+            hwms,
+            Arc::clone(&metrics),
+            opts.retention_days,
+        );
+        let (ingest, writer_task) = ingest::spawn(
+            writer,
+            Arc::clone(&metrics),
+            opts.commit_interval,
+            opts.max_pending_bytes,
+        );
+        ingest.apply_retention().await?;
+        let ready = Arc::new(AtomicBool::new(false));
+        let retention_task = tokio::spawn(retention_loop(ingest.clone()));
+
+        let (stop, stopped) = watch::channel(false);
+        let mut servers = Vec::new();
+        let mut grpc_addr = None;
+        if let Some(addr) = opts.grpc_listen {
+            let listener = bind("grpc", addr).await?;
+            grpc_addr = Some(local_addr("grpc", addr, &listener)?);
+            let service = receive::LogsReceiver::new(&ingest).into_service();
+            let signal = wait_for_stop(stopped.clone());
+            let task = tokio::spawn(async move {
+                // One service only, so no router: serve it directly.
+                tonic::transport::Server::builder()
+                    .serve_with_incoming_shutdown(
+                        service,
+                        tonic::transport::server::TcpIncoming::from(listener),
+                        signal,
+                    )
+                    .await
+                    .map_err(|e| Error::Server {
+                        what: "grpc",
+                        reason: e.to_string(),
+                    })
+            });
+            servers.push(("grpc", task));
+        }
+        let mut http_addr = None;
+        if let Some(addr) = opts.http_listen {
+            let listener = bind("http", addr).await?;
+            http_addr = Some(local_addr("http", addr, &listener)?);
+            let router = query::router(query::ApiState {
+                store: Arc::clone(&store),
+                metrics: Arc::clone(&metrics),
+                ready: Arc::clone(&ready),
+            });
+            let signal = wait_for_stop(stopped.clone());
+            let task = tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(signal)
+                    .await
+                    .map_err(|e| Error::Server {
+                        what: "http",
+                        reason: e.to_string(),
+                    })
+            });
+            servers.push(("http", task));
+        }
+        ready.store(true, Ordering::Release);
+        Ok(Aggregator {
+            ingest,
+            store,
+            metrics,
+            grpc_addr,
+            http_addr,
+            stop,
+            servers,
+            writer_task,
+            retention_task,
+        })
+    }
+
+    /// The address the gRPC listener is bound to, if on.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc_addr
+    }
+
+    /// The address the HTTP listener is bound to, if on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// A handle for pushing records in-process (`mecha standalone`).
+    pub fn ingest(&self) -> Ingest {
+        self.ingest.clone()
+    }
+
+    /// The log store, for in-process searches.
+    pub fn store(&self) -> Arc<Store> {
+        Arc::clone(&self.store)
+    }
+
+    /// The aggregator's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Stops the listeners (letting in-flight requests finish), commits what is
+    /// pending and stops the writer.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        let _ = self.stop.send(true);
+        let mut first_error = None;
+        for (what, task) in self.servers {
+            let result = task.await.unwrap_or_else(|e| {
+                Err(Error::Task {
+                    what,
+                    reason: e.to_string(),
+                })
+            });
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        self.retention_task.abort();
+        self.ingest.shutdown().await;
+        if let Err(e) = self.writer_task.await {
+            first_error.get_or_insert(Error::Task {
+                what: "index writer",
+                reason: e.to_string(),
+            });
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { what, addr, source })
+}
+
+fn local_addr(
+    what: &'static str,
+    addr: SocketAddr,
+    listener: &TcpListener,
+) -> Result<SocketAddr, Error> {
+    listener
+        .local_addr()
+        .map_err(|source| Error::Bind { what, addr, source })
+}
+
+async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {
+    // An error means the sender is gone, which also means stop.
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+async fn retention_loop(ingest: Ingest) {
+    let mut every = tokio::time::interval(RETENTION_CHECK_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await; // the first tick is immediate; start already ran it
+    loop {
+        every.tick().await;
+        match ingest.apply_retention().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(days = n, "retention deleted day indexes"),
+            Err(Error::WriterStopped) => return,
+            Err(e) => tracing::warn!(error = %e, "retention check failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support;

@@ -1,0 +1,238 @@
+//! The aggregator's own telemetry: every metric name lives here and nowhere else.
+//!
+//! Metrics are registered in a private [`prometheus::Registry`] (not the global
+//! default) so that two aggregators in one process, as in tests, do not collide.
+//! This module must not decide anything: it only counts.
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+use crate::Error;
+
+/// The `component` label of `mecha_component_discarded_events_total` for this crate.
+pub const COMPONENT: &str = "aggregator";
+
+/// Why a record was dropped instead of indexed (the `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiscardReason {
+    /// Its source position was at or below the stream's high-water mark.
+    Duplicate,
+    /// Its day is older than the retention period.
+    OlderThanRetention,
+}
+
+impl DiscardReason {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiscardReason::Duplicate => "duplicate",
+            DiscardReason::OlderThanRetention => "older_than_retention",
+        }
+    }
+}
+
+/// Transport a record came in by (the `transport` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// OTLP over gRPC.
+    Grpc,
+    /// The in-process path of `mecha standalone`.
+    InProcess,
+}
+
+impl Transport {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::InProcess => "in_process",
+        }
+    }
+}
+
+/// Outcome of a search request (the `outcome` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchOutcome {
+    /// Answered with hits.
+    Ok,
+    /// Rejected: bad query or parameter.
+    BadRequest,
+    /// Failed on our side.
+    Error,
+}
+
+impl SearchOutcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SearchOutcome::Ok => "ok",
+            SearchOutcome::BadRequest => "bad_request",
+            SearchOutcome::Error => "error",
+        }
+    }
+}
+
+/// All metrics of the aggregator, registered in one registry.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    received_records: IntCounterVec,
+    /// Records added to an index.
+    pub indexed_records: IntCounter,
+    /// Records dropped as replays.
+    pub duplicate_records: IntCounter,
+    /// Approximate in-memory bytes of received records.
+    pub received_bytes: IntCounter,
+    /// Group commits done.
+    pub commits: IntCounter,
+    /// Duration of a group commit (adding documents, commit, reader reload).
+    pub commit_duration: Histogram,
+    /// Records waiting for a commit (queue backlog).
+    pub pending_records: IntGauge,
+    search_requests: IntCounterVec,
+    discarded: IntCounterVec,
+    /// Day indexes currently on disk.
+    pub index_days: IntGauge,
+}
+
+impl Metrics {
+    /// Creates and registers every metric in a fresh registry.
+    pub fn new() -> Result<Metrics, Error> {
+        let registry = Registry::new();
+        let received_records = IntCounterVec::new(
+            Opts::new(
+                "mecha_aggregator_received_records_total",
+                "Log records received, by transport.",
+            ),
+            &["transport"],
+        )?;
+        let indexed_records = IntCounter::new(
+            "mecha_aggregator_indexed_records_total",
+            "Log records added to an index and committed.",
+        )?;
+        let duplicate_records = IntCounter::new(
+            "mecha_aggregator_duplicate_records_total",
+            "Log records dropped because their source position was already indexed.",
+        )?;
+        let received_bytes = IntCounter::new(
+            "mecha_aggregator_received_bytes_total",
+            "Approximate in-memory bytes of received log records.",
+        )?;
+        let commits = IntCounter::new(
+            "mecha_aggregator_commits_total",
+            "Group commits of the log indexes.",
+        )?;
+        let commit_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "mecha_aggregator_commit_duration_seconds",
+                "Time to index and commit one group of batches.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )?;
+        let pending_records = IntGauge::new(
+            "mecha_aggregator_pending_records",
+            "Log records waiting for a commit.",
+        )?;
+        let search_requests = IntCounterVec::new(
+            Opts::new(
+                "mecha_aggregator_search_requests_total",
+                "Search requests, by outcome.",
+            ),
+            &["outcome"],
+        )?;
+        let discarded = IntCounterVec::new(
+            Opts::new(
+                "mecha_component_discarded_events_total",
+                "Events dropped on purpose, by component and reason.",
+            ),
+            &["component", "reason"],
+        )?;
+        let index_days = IntGauge::new(
+            "mecha_aggregator_index_days",
+            "Day indexes currently kept on disk.",
+        )?;
+        registry.register(Box::new(received_records.clone()))?;
+        registry.register(Box::new(indexed_records.clone()))?;
+        registry.register(Box::new(duplicate_records.clone()))?;
+        registry.register(Box::new(received_bytes.clone()))?;
+        registry.register(Box::new(commits.clone()))?;
+        registry.register(Box::new(commit_duration.clone()))?;
+        registry.register(Box::new(pending_records.clone()))?;
+        registry.register(Box::new(search_requests.clone()))?;
+        registry.register(Box::new(discarded.clone()))?;
+        registry.register(Box::new(index_days.clone()))?;
+        Ok(Metrics {
+            registry,
+            received_records,
+            indexed_records,
+            duplicate_records,
+            received_bytes,
+            commits,
+            commit_duration,
+            pending_records,
+            search_requests,
+            discarded,
+            index_days,
+        })
+    }
+
+    /// Counts received records.
+    pub fn received(&self, transport: Transport, records: usize, bytes: usize) {
+        self.received_records
+            .with_label_values(&[transport.as_str()])
+            .inc_by(records as u64);
+        self.received_bytes.inc_by(bytes as u64);
+    }
+
+    /// Counts dropped records.
+    pub fn discarded(&self, reason: DiscardReason, records: usize) {
+        if records == 0 {
+            return;
+        }
+        self.discarded
+            .with_label_values(&[COMPONENT, reason.as_str()])
+            .inc_by(records as u64);
+    }
+
+    /// Counts a search request.
+    pub fn search(&self, outcome: SearchOutcome) {
+        self.search_requests
+            .with_label_values(&[outcome.as_str()])
+            .inc();
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub fn render(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|e| format!("# metrics encoding failed: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendered_text_names_every_family() {
+        let m = Metrics::new().unwrap_or_else(|e| panic!("{e}"));
+        m.received(Transport::Grpc, 3, 100);
+        m.discarded(DiscardReason::Duplicate, 1);
+        m.search(SearchOutcome::Ok);
+        let text = m.render();
+        for name in [
+            "mecha_aggregator_received_records_total{transport=\"grpc\"} 3",
+            "mecha_aggregator_received_bytes_total 100",
+            "mecha_component_discarded_events_total{component=\"aggregator\",reason=\"duplicate\"} 1",
+            "mecha_aggregator_search_requests_total{outcome=\"ok\"} 1",
+            "mecha_aggregator_commit_duration_seconds_bucket",
+            "mecha_aggregator_pending_records 0",
+            "mecha_aggregator_index_days 0",
+        ] {
+            assert!(text.contains(name), "{name} missing from\n{text}");
+        }
+    }
+}

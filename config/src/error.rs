@@ -1,0 +1,90 @@
+//! The one error type of the config crate.
+
+/// A mistake in a config, naming the file, line and key where possible.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read the config: {reason}")]
+    Read {
+        /// The file.
+        file: String,
+        /// Why.
+        reason: String,
+    },
+    /// A mistake at a known place.
+    #[error("{file}:{line}: {key}: {reason}")]
+    Invalid {
+        /// The file.
+        file: String,
+        /// 1-based line, 0 when unknown.
+        line: usize,
+        /// Dotted path of the key (`agent.sources.containers.include[0]`).
+        key: String,
+        /// What was expected and what was found.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    pub(crate) fn from_yaml(
+        file: &str,
+        text: &str,
+        e: &serde_path_to_error::Error<serde_yaml_ng::Error>,
+    ) -> Self {
+        let inner = e.inner();
+        let mut reason = inner.to_string();
+        if let Some(i) = reason.rfind(" at line ") {
+            reason.truncate(i);
+        }
+        // serde_yaml_ng prefixes its own (coarser) path: keep only the message.
+        if let Some((prefix, rest)) = reason.split_once(": ")
+            && !prefix.contains(' ')
+        {
+            reason = rest.to_string();
+        }
+        let key = e.path().to_string();
+        let line = locate(text, &key)
+            .or_else(|| inner.location().map(|l| l.line()))
+            .unwrap_or(0);
+        ConfigError::Invalid {
+            file: file.to_string(),
+            line,
+            key,
+            reason,
+        }
+    }
+}
+
+/// The 1-based line of a dotted key path in block or flow YAML: each segment is
+/// searched for as a key after the line of the previous one. `None` if a segment
+/// is not found (the parser's own position is used then).
+pub(crate) fn locate(text: &str, path: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut from = 0;
+    let mut found = None;
+    for seg in path.split('.') {
+        let seg = seg.split('[').next().unwrap_or(seg);
+        if seg.is_empty() || seg == "?" {
+            continue;
+        }
+        let i = (from..lines.len()).find(|&i| has_key(lines[i], seg))?;
+        found = Some(i + 1);
+        from = i;
+    }
+    found
+}
+
+fn has_key(line: &str, key: &str) -> bool {
+    let code = line.split(" #").next().unwrap_or(line);
+    let mut rest = code;
+    while let Some(i) = rest.find(key) {
+        let before = rest[..i].chars().next_back();
+        let after = rest[i + key.len()..].trim_start_matches(['"', '\'']);
+        let starts = matches!(before, None | Some(' ' | '{' | ',' | '-' | '"' | '\''));
+        if starts && after.trim_start().starts_with(':') {
+            return true;
+        }
+        rest = &rest[i + key.len()..];
+    }
+    false
+}

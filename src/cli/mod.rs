@@ -1,0 +1,6 @@
+//! The subcommands of the binary, one module each.
+
+pub mod parse;
+pub mod run;
+pub mod search;
+pub mod validate;

@@ -1,0 +1,118 @@
+//! `mecha search QUERY`: query the aggregator's search API and print the hits
+//! newest first, as a table or as the API's JSON.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::Value;
+
+/// Arguments of `mecha search`.
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    /// Query: words, `field:value`, `AND`/`OR`/`NOT`, `"phrases"`; empty for all.
+    #[arg(default_value = "")]
+    query: String,
+    /// How far back: `15m`, `1h`, `7d`. Default 1h.
+    #[arg(long, default_value = "1h")]
+    since: String,
+    /// Start of the range (RFC 3339 or epoch millis); overrides --since.
+    #[arg(long)]
+    from: Option<String>,
+    /// End of the range (RFC 3339 or epoch millis). Default now.
+    #[arg(long)]
+    to: Option<String>,
+    /// Most hits to print.
+    #[arg(long, short = 'n', default_value_t = 50)]
+    limit: usize,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Aggregator HTTP API.
+    #[arg(long, env = "MECHA_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+}
+
+pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
+    mecha_config::Duration::parse(&a.since).map_err(|e| anyhow::anyhow!("--since: {e}"))?;
+    let from = a.from.clone().unwrap_or_else(|| format!("now-{}", a.since));
+    let mut params = vec![
+        ("q", a.query.clone()),
+        ("from", from),
+        ("limit", a.limit.to_string()),
+    ];
+    if let Some(to) = &a.to {
+        params.push(("to", to.clone()));
+    }
+    let url = format!("{}/api/v1/logs/search", a.server.trim_end_matches('/'));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (status, body) = rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .get(&url)
+            .query(&params)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url} (is mecha running? see --server)"))?;
+        let status = resp.status();
+        let body: Value = resp
+            .json()
+            .await
+            .with_context(|| format!("{url}: the answer is not JSON"))?;
+        anyhow::Ok((status, body))
+    })?;
+    if !status.is_success() {
+        let reason = body
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("no reason given");
+        eprintln!("mecha search: {status}: {reason}");
+        return Ok(ExitCode::from(2));
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_table(&body);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(body: &Value) {
+    let hits = body.get("hits").and_then(Value::as_array);
+    let total = body.get("total").and_then(Value::as_u64).unwrap_or(0);
+    println!("{:<30}  {:<5}  {:<32}  MESSAGE", "TIME", "LEVEL", "SOURCE");
+    for h in hits.into_iter().flatten() {
+        let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
+        let res = h.get("resource");
+        let source = match (
+            s(res.and_then(|r| r.get("k8s.namespace.name"))),
+            s(res.and_then(|r| r.get("k8s.pod.name"))),
+        ) {
+            (ns, pod) if !ns.is_empty() => format!("{ns}/{pod}"),
+            _ => s(h.get("attributes").and_then(|a| a.get("log.file.path"))),
+        };
+        let body = s(h.get("body"));
+        let first_line = body.lines().next().unwrap_or("");
+        let more = if body.contains('\n') { " …" } else { "" };
+        println!(
+            "{:<30}  {:<5}  {:<32}  {}{}",
+            s(h.get("timestamp")),
+            s(h.get("severity")),
+            clip(&source, 32),
+            clip(first_line, 160),
+            more
+        );
+    }
+    let shown = hits.map(Vec::len).unwrap_or(0);
+    println!("{shown} of {total} match(es), newest first");
+}
+
+fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
