@@ -140,7 +140,12 @@ fn main() {
         Err(e) => return eprintln!("pipeline bench: generating: {e}"),
     };
     let total_bytes: u64 = std::fs::read_dir(&logs)
-        .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
         .unwrap_or(0);
     let mib = total_bytes as f64 / (1 << 20) as f64;
     println!("pipeline: {mib:.0} MiB, {lines} physical lines over {files} files");

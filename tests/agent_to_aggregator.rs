@@ -15,7 +15,13 @@ fn agent_forwards_to_a_separate_aggregator_and_survives_its_absence() {
     std::fs::create_dir_all(&logs).unwrap_or_else(|e| panic!("{e}"));
     let file = logs.join("app.log");
     for i in 0..200 {
-        append(&file, &format!("{} stdout F line {i} of the first batch\n", cri_ts(Duration::from_secs(60))));
+        append(
+            &file,
+            &format!(
+                "{} stdout F line {i} of the first batch\n",
+                cri_ts(Duration::from_secs(60))
+            ),
+        );
     }
 
     let agg_data = tmp.path().join("agg");
@@ -30,7 +36,14 @@ fn agent_forwards_to_a_separate_aggregator_and_survives_its_absence() {
     let agent_data = tmp.path().join("agent");
     let include = format!("{}/*.log", logs.display());
     let forward = format!("http://{grpc}");
-    let agent_args = ["--include", include.as_str(), "--forward", forward.as_str(), "--admin", "127.0.0.1:0"];
+    let agent_args = [
+        "--include",
+        include.as_str(),
+        "--forward",
+        forward.as_str(),
+        "--admin",
+        "127.0.0.1:0",
+    ];
     let agent = Mecha::start("agent", &agent_data, &agent_args);
 
     wait_for("200 records indexed", Duration::from_secs(60), || {
@@ -40,12 +53,21 @@ fn agent_forwards_to_a_separate_aggregator_and_survives_its_absence() {
     // The aggregator goes away; the agent keeps reading and retrying.
     aggregator.stop();
     for i in 0..100 {
-        append(&file, &format!("{} stdout F line {i} of the second batch\n", cri_ts(Duration::from_secs(30))));
+        append(
+            &file,
+            &format!(
+                "{} stdout F line {i} of the second batch\n",
+                cri_ts(Duration::from_secs(30))
+            ),
+        );
     }
     let admin = agent.addr("admin");
     wait_for("the agent to retry", Duration::from_secs(30), || {
-        let m = reqwest::blocking::get(format!("http://{admin}/metrics")).and_then(|r| r.text()).ok()?;
-        m.contains("mecha_forward_batches_total{outcome=\"retry\"}").then_some(())
+        let m = reqwest::blocking::get(format!("http://{admin}/metrics"))
+            .and_then(|r| r.text())
+            .ok()?;
+        m.contains("mecha_forward_batches_total{outcome=\"retry\"}")
+            .then_some(())
     });
 
     // Back on the same address and data: the agent delivers what it held.
@@ -53,7 +75,12 @@ fn agent_forwards_to_a_separate_aggregator_and_survives_its_absence() {
     let aggregator = Mecha::start(
         "aggregator",
         &agg_data,
-        &["--grpc", &format!("127.0.0.1:{port}"), "--http", "127.0.0.1:0"],
+        &[
+            "--grpc",
+            &format!("127.0.0.1:{port}"),
+            "--http",
+            "127.0.0.1:0",
+        ],
     );
     let http = aggregator.addr("http");
     wait_for("the second batch", Duration::from_secs(90), || {

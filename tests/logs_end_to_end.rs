@@ -31,7 +31,11 @@ fn by_body(http: &str, q: &str) -> BTreeMap<String, Value> {
     hits(&search(http, q, 10_000))
         .into_iter()
         .map(|h| {
-            let b = h.get("body").and_then(Value::as_str).unwrap_or("").to_string();
+            let b = h
+                .get("body")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             (b, h)
         })
         .collect()
@@ -97,14 +101,23 @@ fn container_logs_arrive_once_with_their_fields() {
 
     // Rotation: more lines in the old file, rename it away, create a new one.
     let t = cri_ts(Duration::from_secs(10));
-    append(&cri, &format!("{t} stdout F {{\"level\":\"info\",\"msg\":\"before rotation\"}}\n"));
+    append(
+        &cri,
+        &format!("{t} stdout F {{\"level\":\"info\",\"msg\":\"before rotation\"}}\n"),
+    );
     wait_for("the first shop records", Duration::from_secs(30), || {
         (total(&search(&http, "namespace:shop", 10)) >= 3).then_some(())
     });
-    append(&cri, &format!("{t} stdout F {{\"level\":\"info\",\"msg\":\"last line of the old file\"}}\n"));
+    append(
+        &cri,
+        &format!("{t} stdout F {{\"level\":\"info\",\"msg\":\"last line of the old file\"}}\n"),
+    );
     std::fs::rename(&cri, logs.join("rotated.log.1")).unwrap_or_else(|e| panic!("{e}"));
     let t = cri_ts(Duration::from_secs(5));
-    append(&cri, &format!("{t} stdout F {{\"level\":\"warn\",\"msg\":\"first line of the new file\"}}\n"));
+    append(
+        &cri,
+        &format!("{t} stdout F {{\"level\":\"warn\",\"msg\":\"first line of the new file\"}}\n"),
+    );
 
     let shop_expected = [
         "order placed",
@@ -125,7 +138,11 @@ fn container_logs_arrive_once_with_their_fields() {
         "every shop line exactly once: {all:#}"
     );
     for body in shop_expected {
-        assert!(shop.contains_key(body), "missing {body:?} in {:?}", shop.keys());
+        assert!(
+            shop.contains_key(body),
+            "missing {body:?} in {:?}",
+            shop.keys()
+        );
     }
 
     // JSON body: fields merged into attributes, level from the body.
@@ -135,7 +152,10 @@ fn container_logs_arrive_once_with_their_fields() {
     assert_eq!(declined["attributes"]["order"], 2);
     assert_eq!(declined["attributes"]["log.iostream"], "stdout");
     assert_eq!(declined["resource"]["k8s.namespace.name"], "shop");
-    assert_eq!(declined["resource"]["k8s.pod.name"], "shop-api-7d9f8b-x2x9z");
+    assert_eq!(
+        declined["resource"]["k8s.pod.name"],
+        "shop-api-7d9f8b-x2x9z"
+    );
     assert_eq!(declined["resource"]["k8s.container.name"], "api");
     assert_eq!(declined["resource"]["container.id"], CONTAINER_ID);
 
@@ -145,12 +165,18 @@ fn container_logs_arrive_once_with_their_fields() {
         .find(|b| b.contains("IllegalStateException"))
         .unwrap_or_else(|| panic!("no stack trace record in {:?}", shop.keys()));
     assert_eq!(trace.lines().count(), 7, "{trace}");
-    assert!(trace.starts_with("2026-11-23 10:00:00.123 ERROR"), "{trace}");
+    assert!(
+        trace.starts_with("2026-11-23 10:00:00.123 ERROR"),
+        "{trace}"
+    );
     assert!(trace.ends_with("\t... 12 more"), "{trace}");
     assert!(shop.keys().any(|b| b.ends_with("recovered")));
 
     // Queries over fields and attributes.
-    assert_eq!(total(&search(&http, "level:error AND namespace:shop", 100)), 1);
+    assert_eq!(
+        total(&search(&http, "level:error AND namespace:shop", 100)),
+        1
+    );
     assert_eq!(total(&search(&http, "user:ann", 100)), 1);
     assert_eq!(total(&search(&http, "attributes.user:bob", 100)), 1);
 
@@ -159,12 +185,24 @@ fn container_logs_arrive_once_with_their_fields() {
         let got = by_body(&http, "namespace:auth");
         (got.len() >= 3).then_some(got)
     });
-    assert_eq!(total(&search(&http, "namespace:auth", 100)), 3, "{:?}", auth.keys());
-    assert!(auth.contains_key("first half of a long line and its second half"), "{:?}", auth.keys());
+    assert_eq!(
+        total(&search(&http, "namespace:auth", 100)),
+        3,
+        "{:?}",
+        auth.keys()
+    );
+    assert!(
+        auth.contains_key("first half of a long line and its second half"),
+        "{:?}",
+        auth.keys()
+    );
     let slow = &auth["slow login"];
     assert_eq!(slow["severity"], "warn");
     assert_eq!(slow["attributes"]["user"], "carol");
-    assert_eq!(auth["plain text from the auth service"]["attributes"]["log.iostream"], "stderr");
+    assert_eq!(
+        auth["plain text from the auth service"]["attributes"]["log.iostream"],
+        "stderr"
+    );
 
     // Newest first.
     let newest = hits(&search(&http, "namespace:shop", 1));
@@ -182,15 +220,32 @@ fn container_logs_arrive_once_with_their_fields() {
     let mecha = Mecha::start(
         "standalone",
         &data,
-        &["--config", cfg.to_str().unwrap_or_default(), "--http", "127.0.0.1:0", "--grpc", "off", "--admin", "off"],
+        &[
+            "--config",
+            cfg.to_str().unwrap_or_default(),
+            "--http",
+            "127.0.0.1:0",
+            "--grpc",
+            "off",
+            "--admin",
+            "off",
+        ],
     );
     let http = mecha.addr("http");
     let t = cri_ts(Duration::from_secs(1));
-    append(&cri, &format!("{t} stdout F {{\"msg\":\"after restart\"}}\n"));
-    wait_for("the record written after restart", Duration::from_secs(30), || {
-        (total(&search(&http, "\"after restart\"", 10)) == 1).then_some(())
-    });
-    assert_eq!(total(&search(&http, "namespace:shop", 10_000)), (shop_expected.len() + 3) as u64);
+    append(
+        &cri,
+        &format!("{t} stdout F {{\"msg\":\"after restart\"}}\n"),
+    );
+    wait_for(
+        "the record written after restart",
+        Duration::from_secs(30),
+        || (total(&search(&http, "\"after restart\"", 10)) == 1).then_some(()),
+    );
+    assert_eq!(
+        total(&search(&http, "namespace:shop", 10_000)),
+        (shop_expected.len() + 3) as u64
+    );
     assert_eq!(total(&search(&http, "namespace:auth", 100)), 3);
     mecha.stop();
 }

@@ -27,7 +27,8 @@ pub struct Readiness {
 impl Readiness {
     /// Marks start-up as complete.
     pub fn set_started(&self) {
-        self.started.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.started
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Reports a problem of `component`, or clears it with `None`.
@@ -80,7 +81,10 @@ pub async fn serve(
 
 async fn metrics_handler(State(s): State<AdminState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         s.metrics.render(),
     )
 }

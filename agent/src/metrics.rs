@@ -92,13 +92,22 @@ impl AgentMetrics {
                 &["component", "kind"],
             ),
             files_watched: gauge("mecha_tail_files_watched", "Files open by the tail source"),
-            rotations: counter("mecha_tail_rotations_total", "Rotations seen by the tail source"),
+            rotations: counter(
+                "mecha_tail_rotations_total",
+                "Rotations seen by the tail source",
+            ),
             checkpoint_lag_bytes: gauge(
                 "mecha_tail_checkpoint_lag_bytes",
                 "Bytes of watched files not yet acknowledged downstream",
             ),
-            queue_chunks: gauge("mecha_pipeline_queue_chunks", "Chunks waiting for the forwarder"),
-            queue_bytes: gauge("mecha_pipeline_queue_bytes", "Bytes waiting for the forwarder"),
+            queue_chunks: gauge(
+                "mecha_pipeline_queue_chunks",
+                "Chunks waiting for the forwarder",
+            ),
+            queue_bytes: gauge(
+                "mecha_pipeline_queue_bytes",
+                "Bytes waiting for the forwarder",
+            ),
             queue_records: gauge(
                 "mecha_pipeline_queue_records",
                 "Records waiting for the forwarder",
@@ -166,7 +175,9 @@ impl AgentMetrics {
     /// The Prometheus text exposition of every agent metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out) {
+        if let Err(e) =
+            prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out)
+        {
             out = format!("# encoding failed: {e}\n");
         }
         out

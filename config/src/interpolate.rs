@@ -32,11 +32,7 @@ pub(crate) fn interpolate(
                     Some((name, d)) => (name, Some(d)),
                     None => (expr, None),
                 };
-                if name.is_empty()
-                    || !name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_')
-                {
+                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                     return Err(invalid(
                         file,
                         n + 1,
@@ -50,7 +46,9 @@ pub(crate) fn interpolate(
                         return Err(invalid(
                             file,
                             n + 1,
-                            &format!("environment variable {name} is not set (use ${{{name}:-default}} for a default)"),
+                            &format!(
+                                "environment variable {name} is not set (use ${{{name}:-default}} for a default)"
+                            ),
                         ));
                     }
                     (Some(v), None) => out.push_str(&v),
@@ -89,14 +87,21 @@ mod tests {
 
     #[test]
     fn variables_defaults_and_escapes_are_expanded() {
-        let out = interpolate("c.yaml", "a: ${NODE}\nb: ${NOPE:-x}\nc: $$5\nd: ${EMPTY:-y}\n", &env);
+        let out = interpolate(
+            "c.yaml",
+            "a: ${NODE}\nb: ${NOPE:-x}\nc: $$5\nd: ${EMPTY:-y}\n",
+            &env,
+        );
         assert_eq!(out, Ok("a: node-1\nb: x\nc: $5\nd: y\n".to_string()));
     }
 
     #[test]
     fn a_missing_variable_names_its_line() {
         let err = interpolate("c.yaml", "a: 1\nb: ${NOPE}\n", &env);
-        assert!(matches!(err, Err(ConfigError::Invalid { line: 2, .. })), "{err:?}");
+        assert!(
+            matches!(err, Err(ConfigError::Invalid { line: 2, .. })),
+            "{err:?}"
+        );
         let err = interpolate("c.yaml", "b: ${NOPE\n", &env);
         assert!(matches!(err, Err(ConfigError::Invalid { line: 1, .. })));
     }

@@ -24,7 +24,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         file: path.display().to_string(),
         reason: e.to_string(),
     })?;
-    parse(&path.display().to_string(), &text, &|k| std::env::var(k).ok())
+    parse(&path.display().to_string(), &text, &|k| {
+        std::env::var(k).ok()
+    })
 }
 
 /// Parses config text; `file` names the source in errors and `env` looks up
@@ -62,7 +64,11 @@ mod tests {
                 seen += 1;
             }
         }
-        assert!(seen >= 3, "expected the example configs in {}", dir.display());
+        assert!(
+            seen >= 3,
+            "expected the example configs in {}",
+            dir.display()
+        );
     }
 
     #[test]

@@ -493,18 +493,51 @@ mod tests {
     #[test]
     fn mistakes_name_line_and_key() {
         let cases = [
-            ("agent:\n  sources:\n    app:\n      type: tail\n      include: ['[']\n", 5, "agent.sources.app.include[0]"),
-            ("agent:\n  forward:\n    batch_timeout: 10\n", 3, "agent.forward.batch_timeout"),
-            ("aggregator:\n  http:\n    listen: elastic:9200\n", 3, "aggregator.http.listen"),
-            ("agent:\n  sources:\n    app:\n      type: tail\n      format: yaml\n", 5, "agent.sources.app.format"),
+            (
+                "agent:\n  sources:\n    app:\n      type: tail\n      include: ['[']\n",
+                5,
+                "agent.sources.app.include[0]",
+            ),
+            (
+                "agent:\n  forward:\n    batch_timeout: 10\n",
+                3,
+                "agent.forward.batch_timeout",
+            ),
+            (
+                "aggregator:\n  http:\n    listen: elastic:9200\n",
+                3,
+                "aggregator.http.listen",
+            ),
+            (
+                "agent:\n  sources:\n    app:\n      type: tail\n      format: yaml\n",
+                5,
+                "agent.sources.app.format",
+            ),
             ("agent:\n  surces: {}\n", 2, "agent.surces"),
-            ("agent:\n  forward:\n    endpoint: agg:4317\n", 3, "agent.forward.endpoint"),
-            ("aggregator:\n  retention_days: 0\n", 2, "aggregator.retention_days"),
+            (
+                "agent:\n  forward:\n    endpoint: agg:4317\n",
+                3,
+                "agent.forward.endpoint",
+            ),
+            (
+                "aggregator:\n  retention_days: 0\n",
+                2,
+                "aggregator.retention_days",
+            ),
         ];
         for (text, line, key) in cases {
             match parse(text) {
-                Err(ConfigError::Invalid { line: l, key: k, file, .. }) => {
-                    assert_eq!((l, k.as_str(), file.as_str()), (line, key, "mecha.yaml"), "{text}");
+                Err(ConfigError::Invalid {
+                    line: l,
+                    key: k,
+                    file,
+                    ..
+                }) => {
+                    assert_eq!(
+                        (l, k.as_str(), file.as_str()),
+                        (line, key, "mecha.yaml"),
+                        "{text}"
+                    );
                 }
                 other => panic!("expected an error for {text:?}, got {other:?}"),
             }

@@ -87,9 +87,7 @@ impl Duration {
         let mut total = std::time::Duration::ZERO;
         let mut rest = t;
         while !rest.is_empty() {
-            let split = rest
-                .find(|c: char| !c.is_ascii_digit())
-                .ok_or_else(bad)?;
+            let split = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
             if split == 0 {
                 return Err(bad());
             }
@@ -153,9 +151,11 @@ impl Listen {
         } else {
             t.to_string()
         };
-        t.parse::<SocketAddr>().map(|a| Listen(Some(a))).map_err(|_| {
-            format!("expected an address such as 127.0.0.1:8080, :8080 or off, found {s:?}")
-        })
+        t.parse::<SocketAddr>()
+            .map(|a| Listen(Some(a)))
+            .map_err(|_| {
+                format!("expected an address such as 127.0.0.1:8080, :8080 or off, found {s:?}")
+            })
     }
 }
 

@@ -44,7 +44,9 @@ pub mod keys {
 }
 
 /// Severity of a log record, on the OpenTelemetry scale.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// No severity known.
@@ -218,7 +220,12 @@ fn approx_value_bytes(v: &Value) -> usize {
     match v {
         Value::String(s) => s.len() + 8,
         Value::Array(a) => a.iter().map(approx_value_bytes).sum::<usize>() + 8,
-        Value::Object(o) => o.iter().map(|(k, v)| k.len() + approx_value_bytes(v)).sum::<usize>() + 8,
+        Value::Object(o) => {
+            o.iter()
+                .map(|(k, v)| k.len() + approx_value_bytes(v))
+                .sum::<usize>()
+                + 8
+        }
         _ => 16,
     }
 }

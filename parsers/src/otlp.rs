@@ -37,10 +37,7 @@ pub fn encode_logs(records: &[LogRecord]) -> ExportLogsServiceRequest {
         .into_iter()
         .map(|(attrs, log_records)| ResourceLogs {
             resource: Some(OtlpResource {
-                attributes: attrs
-                    .iter()
-                    .map(|(k, v)| string_kv(k, v.clone()))
-                    .collect(),
+                attributes: attrs.iter().map(|(k, v)| string_kv(k, v.clone())).collect(),
                 ..Default::default()
             }),
             scope_logs: vec![ScopeLogs {
@@ -209,9 +206,9 @@ pub fn any_to_json(v: AnyValue) -> Value {
         Some(any_value::Value::StringValue(s)) => Value::String(s),
         Some(any_value::Value::BoolValue(b)) => Value::Bool(b),
         Some(any_value::Value::IntValue(i)) => Value::Number(i.into()),
-        Some(any_value::Value::DoubleValue(d)) => {
-            Number::from_f64(d).map(Value::Number).unwrap_or(Value::Null)
-        }
+        Some(any_value::Value::DoubleValue(d)) => Number::from_f64(d)
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
         Some(any_value::Value::ArrayValue(a)) => {
             Value::Array(a.values.into_iter().map(any_to_json).collect())
         }
@@ -239,7 +236,8 @@ mod tests {
         let mut a = LogRecord::new("hello", 5);
         a.timestamp_ns = 1_700_000_000_000_000_000;
         a.severity = Severity::Error;
-        a.attributes.insert("user".into(), Value::String("ann".into()));
+        a.attributes
+            .insert("user".into(), Value::String("ann".into()));
         a.attributes.insert("n".into(), Value::Number(3.into()));
         a.resource.set(keys::NAMESPACE, "shop");
         a.position = Some(SourcePosition {

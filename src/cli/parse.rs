@@ -44,7 +44,10 @@ const MAX_LINE: usize = 1 << 20;
 
 pub fn run(a: ParseArgs) -> anyhow::Result<ExitCode> {
     let (container, body) = match ContainerFormat::from_str(&a.format) {
-        Ok(c) => (Some(c), BodyFormat::from_str(&a.body).map_err(|e| anyhow::anyhow!("--body: {e}"))?),
+        Ok(c) => (
+            Some(c),
+            BodyFormat::from_str(&a.body).map_err(|e| anyhow::anyhow!("--body: {e}"))?,
+        ),
         Err(_) => match BodyFormat::from_str(&a.format) {
             Ok(b) => (None, b),
             Err(e) => anyhow::bail!("--format: {e} (or one of cri, docker, plain)"),
@@ -59,9 +62,9 @@ pub fn run(a: ParseArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let input: Box<dyn Read> = match &a.file {
-        Some(p) => Box::new(
-            std::fs::File::open(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
-        ),
+        Some(p) => {
+            Box::new(std::fs::File::open(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?)
+        }
         None => Box::new(std::io::stdin()),
     };
     let mut reader = BufReader::new(input);

@@ -60,6 +60,7 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -179,7 +180,11 @@ async fn run_async(role: Role, config: Config, data_dir: PathBuf) -> anyhow::Res
     let mut listeners: Vec<(&str, SocketAddr, &str)> = Vec::new();
     if let Some(a) = &aggregator {
         if let Some(addr) = a.http_addr() {
-            listeners.push(("http", addr, "search API /api/v1/logs/search, /metrics, /health"));
+            listeners.push((
+                "http",
+                addr,
+                "search API /api/v1/logs/search, /metrics, /health",
+            ));
         }
         if let Some(addr) = a.grpc_addr() {
             listeners.push(("grpc", addr, "OTLP/gRPC logs in"));

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use mecha_parsers::LogRecord;
 
+use crate::Shutdown;
 use crate::metrics::AgentMetrics;
 use crate::pipeline::{Chunk, Input};
-use crate::Shutdown;
 
 /// Why a batch was not accepted downstream.
 #[derive(Debug, thiserror::Error)]
@@ -147,10 +147,7 @@ async fn deliver(
     shutdown: &Shutdown,
     drain_deadline: &mut Option<tokio::time::Instant>,
 ) -> bool {
-    let records: Vec<LogRecord> = chunks
-        .iter_mut()
-        .flat_map(|c| c.take_records())
-        .collect();
+    let records: Vec<LogRecord> = chunks.iter_mut().flat_map(|c| c.take_records()).collect();
     let n = records.len() as u64;
     let mut delay = opts.retry_initial;
     let mut attempt: u32 = 0;
@@ -158,17 +155,28 @@ async fn deliver(
         let started = Instant::now();
         match downstream.send(&records).await {
             Ok(()) => {
-                metrics.forward_latency.observe(started.elapsed().as_secs_f64());
+                metrics
+                    .forward_latency
+                    .observe(started.elapsed().as_secs_f64());
                 metrics.forward_batches.with_label_values(&["ok"]).inc();
-                metrics.events_out.with_label_values(&[downstream.name()]).inc_by(n);
-                metrics.downstream_up.with_label_values(&[downstream.name()]).set(1);
+                metrics
+                    .events_out
+                    .with_label_values(&[downstream.name()])
+                    .inc_by(n);
+                metrics
+                    .downstream_up
+                    .with_label_values(&[downstream.name()])
+                    .set(1);
                 for c in chunks.drain(..) {
                     c.ack();
                 }
                 return true;
             }
             Err(ForwardError::Rejected { reason, .. }) => {
-                metrics.forward_batches.with_label_values(&["rejected"]).inc();
+                metrics
+                    .forward_batches
+                    .with_label_values(&["rejected"])
+                    .inc();
                 metrics
                     .discarded
                     .with_label_values(&["forward", "rejected_downstream"])
@@ -181,7 +189,10 @@ async fn deliver(
             }
             Err(e @ ForwardError::Unavailable { .. }) => {
                 metrics.forward_batches.with_label_values(&["retry"]).inc();
-                metrics.downstream_up.with_label_values(&[downstream.name()]).set(0);
+                metrics
+                    .downstream_up
+                    .with_label_values(&[downstream.name()])
+                    .set(0);
                 attempt += 1;
                 if attempt == 1 || attempt.is_power_of_two() {
                     tracing::warn!(error = %e, attempt, "downstream unavailable; retrying");
@@ -236,10 +247,7 @@ mod tests {
         fn name(&self) -> &str {
             "flaky"
         }
-        fn send<'a>(
-            &'a self,
-            records: &'a [LogRecord],
-        ) -> BoxFuture<'a, Result<(), ForwardError>> {
+        fn send<'a>(&'a self, records: &'a [LogRecord]) -> BoxFuture<'a, Result<(), ForwardError>> {
             Box::pin(async move {
                 if self.failures.load(Ordering::SeqCst) > 0 {
                     self.failures.fetch_sub(1, Ordering::SeqCst);
@@ -287,7 +295,11 @@ mod tests {
         let got = down.got.lock().map(|g| g.concat()).unwrap_or_default();
         let bodies: Vec<_> = got.iter().map(|r| r.body.as_str()).collect();
         assert_eq!(bodies, ["line 0", "line 1", "line 2"]);
-        assert!(metrics.render().contains("mecha_forward_batches_total{outcome=\"retry\"} 5"));
+        assert!(
+            metrics
+                .render()
+                .contains("mecha_forward_batches_total{outcome=\"retry\"} 5")
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -311,7 +323,11 @@ mod tests {
         let ack: pipeline::AckFn = Box::new(move || {
             a.fetch_add(1, Ordering::SeqCst);
         });
-        assert!(out.send(Chunk::new(vec![LogRecord::new("x", 1)], Some(ack))).await.is_ok());
+        assert!(
+            out.send(Chunk::new(vec![LogRecord::new("x", 1)], Some(ack)))
+                .await
+                .is_ok()
+        );
         tokio::time::sleep(Duration::from_secs(60)).await;
         shutdown.cancel();
         assert!(task.await.is_ok());
