@@ -55,13 +55,20 @@ fn env_u64(name: &str, default: u64) -> u64 {
 fn generate(dir: &Path, bytes: u64, files: u64) -> std::io::Result<u64> {
     let per_file = bytes / files.max(1);
     let mut lines = 0;
-    let ts = "2026-11-23T10:00:00.123456789Z";
     for f in 0..files {
         let path = dir.join(format!("svc-{f}-7d9f8b-x2x9z_bench_app-{:064x}.log", f));
         let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
         let mut written = 0u64;
         let mut i = 0u64;
         while written < per_file {
+            // Real runtimes stamp every line with nanoseconds, so no two files
+            // start with the same line.
+            let ts = format!(
+                "2026-11-23T10:{:02}:{:02}.{:09}Z",
+                f % 60,
+                (i / 1_000_000) % 60,
+                i % 1_000_000_000
+            );
             let line = match i % 4 {
                 0 => format!(
                     "{ts} stdout F {{\"level\":\"info\",\"msg\":\"request handled\",\"path\":\"/api/v1/orders/{i}\",\"status\":200,\"duration_ms\":12.5,\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e{i:04x}\"}}\n"
@@ -148,7 +155,7 @@ fn main() {
         })
         .unwrap_or(0);
     let mib = total_bytes as f64 / (1 << 20) as f64;
-    println!("pipeline: {mib:.0} MiB, {lines} physical lines over {files} files");
+    println!("pipeline: {mib:.0} MiB, {lines} records over {files} files");
 
     // Baseline: cat of the same files from the page cache (run twice, keep the second).
     let mut cat_secs = 0.0;

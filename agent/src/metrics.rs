@@ -53,7 +53,7 @@ pub struct AgentMetrics {
     pub queue_records: IntGauge,
     /// Batches sent by the forwarder, by outcome.
     pub forward_batches: IntCounterVec,
-    /// Bytes sent by the forwarder (encoded, before compression).
+    /// Bytes of records acknowledged downstream (in-memory size, before encoding).
     pub forward_bytes: IntCounter,
     /// Time from send to acknowledgement of a batch.
     pub forward_latency: Histogram,
@@ -119,7 +119,7 @@ impl AgentMetrics {
             ),
             forward_bytes: counter(
                 "mecha_forward_bytes_total",
-                "Encoded bytes sent downstream before compression",
+                "Bytes of records acknowledged downstream, before encoding",
             ),
             forward_latency: Histogram::with_opts(
                 HistogramOpts::new(

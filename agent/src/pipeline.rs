@@ -37,6 +37,15 @@ impl Chunk {
         }
     }
 
+    /// A chunk whose size the source has already summed.
+    pub fn with_bytes(records: Vec<LogRecord>, bytes: usize, on_ack: Option<AckFn>) -> Self {
+        Chunk {
+            records,
+            bytes,
+            on_ack,
+        }
+    }
+
     /// Marks the chunk as safe downstream, releasing its source position.
     pub fn ack(mut self) {
         if let Some(f) = self.on_ack.take() {

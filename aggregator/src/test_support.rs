@@ -40,7 +40,7 @@ pub fn with_attr(mut r: LogRecord, key: &str, value: impl Into<Value>) -> LogRec
 /// Adds a source position.
 pub fn at(mut r: LogRecord, stream: &str, offset: u64) -> LogRecord {
     r.position = Some(SourcePosition {
-        stream: stream.to_string(),
+        stream: stream.into(),
         offset,
     });
     r

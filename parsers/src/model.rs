@@ -7,6 +7,7 @@
 //! need.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -136,17 +137,22 @@ impl Severity {
 /// sources it is the event id and `offset` 0.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SourcePosition {
-    /// Identity of the stream (file fingerprint, event id, ...).
-    pub stream: String,
+    /// Identity of the stream (file fingerprint, event id, ...); shared by
+    /// every record of the stream.
+    pub stream: Arc<str>,
     /// Byte offset just past the record in its stream.
     pub offset: u64,
 }
 
 /// The entity that produced a record: resource attributes as flat strings.
+///
+/// Shared: every record of one file (or one OTLP `ResourceLogs`) points to the
+/// same attributes, so a record costs no resource allocation and the encoder
+/// can group records by pointer. Mutation copies on write.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Resource {
     /// Attributes such as `k8s.namespace.name`, keyed by their semantic name.
-    pub attributes: BTreeMap<String, String>,
+    pub attributes: Arc<BTreeMap<String, String>>,
 }
 
 impl Resource {
@@ -157,7 +163,12 @@ impl Resource {
 
     /// Sets an attribute.
     pub fn set(&mut self, key: impl Into<String>, value: impl Into<String>) {
-        self.attributes.insert(key.into(), value.into());
+        Arc::make_mut(&mut self.attributes).insert(key.into(), value.into());
+    }
+
+    /// Whether two resources share their attributes (a cheap equality hint).
+    pub fn same_as(&self, other: &Resource) -> bool {
+        Arc::ptr_eq(&self.attributes, &other.attributes)
     }
 }
 

@@ -6,6 +6,7 @@
 //! that any OTLP hop in between keeps it, and is lifted back out on decode.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
@@ -26,18 +27,39 @@ const SCOPE_NAME: &str = "mecha";
 
 /// Builds an export request from records, one `ResourceLogs` per distinct resource.
 pub fn encode_logs(records: &[LogRecord]) -> ExportLogsServiceRequest {
-    let mut groups: BTreeMap<&BTreeMap<String, String>, Vec<OtlpLogRecord>> = BTreeMap::new();
+    // Records of one source share their resource: compare pointers first and
+    // fall back to comparing attributes only when the resource changes.
+    let mut groups: Vec<(&Resource, Vec<OtlpLogRecord>)> = Vec::new();
+    let mut index: BTreeMap<&BTreeMap<String, String>, usize> = BTreeMap::new();
+    let mut last: Option<usize> = None;
     for r in records {
-        groups
-            .entry(&r.resource.attributes)
-            .or_default()
-            .push(encode_record(r));
+        let g = match last {
+            Some(i)
+                if groups
+                    .get(i)
+                    .is_some_and(|(res, _)| res.same_as(&r.resource)) =>
+            {
+                i
+            }
+            _ => *index.entry(&r.resource.attributes).or_insert_with(|| {
+                groups.push((&r.resource, Vec::new()));
+                groups.len() - 1
+            }),
+        };
+        last = Some(g);
+        if let Some((_, list)) = groups.get_mut(g) {
+            list.push(encode_record(r));
+        }
     }
     let resource_logs = groups
         .into_iter()
-        .map(|(attrs, log_records)| ResourceLogs {
+        .map(|(res, log_records)| ResourceLogs {
             resource: Some(OtlpResource {
-                attributes: attrs.iter().map(|(k, v)| string_kv(k, v.clone())).collect(),
+                attributes: res
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| string_kv(k, v.clone()))
+                    .collect(),
                 ..Default::default()
             }),
             scope_logs: vec![ScopeLogs {
@@ -65,7 +87,7 @@ fn encode_record(r: &LogRecord) -> OtlpLogRecord {
         })
         .collect();
     if let Some(pos) = &r.position {
-        attributes.push(string_kv(POSITION_STREAM_KEY, pos.stream.clone()));
+        attributes.push(string_kv(POSITION_STREAM_KEY, pos.stream.to_string()));
         attributes.push(KeyValue {
             key: POSITION_OFFSET_KEY.to_string(),
             key_strindex: 0,
@@ -115,7 +137,7 @@ pub fn decode_logs(req: ExportLogsServiceRequest) -> Vec<LogRecord> {
         if let Some(res) = rl.resource {
             for kv in res.attributes {
                 let v = kv.value.map(any_to_json).unwrap_or(Value::Null);
-                resource.attributes.insert(kv.key, json_to_text(v));
+                resource.set(kv.key, json_to_text(v));
             }
         }
         for sl in rl.scope_logs {
@@ -134,7 +156,7 @@ fn decode_record(lr: OtlpLogRecord, resource: &Resource) -> LogRecord {
     for kv in lr.attributes {
         let v = kv.value.map(any_to_json).unwrap_or(Value::Null);
         match kv.key.as_str() {
-            POSITION_STREAM_KEY => stream = v.as_str().map(str::to_string),
+            POSITION_STREAM_KEY => stream = v.as_str().map(Arc::from),
             POSITION_OFFSET_KEY => offset = v.as_i64().and_then(|o| u64::try_from(o).ok()),
             _ => {
                 attributes.insert(kv.key, v);

@@ -95,10 +95,14 @@ fn print_table(body: &Value) {
         let body = s(h.get("body"));
         let first_line = body.lines().next().unwrap_or("");
         let more = if body.contains('\n') { " …" } else { "" };
+        let level = match s(h.get("severity")).as_str() {
+            "" | "unspecified" => "-".to_string(),
+            l => l.to_string(),
+        };
         println!(
             "{:<30}  {:<5}  {:<32}  {}{}",
             s(h.get("timestamp")),
-            s(h.get("severity")),
+            level,
             clip(&source, 32),
             clip(first_line, 160),
             more

@@ -7,7 +7,6 @@ use futures::future::BoxFuture;
 use mecha_parsers::LogRecord;
 use mecha_parsers::otlp::encode_logs;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
-use prost::Message;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint};
 
@@ -71,7 +70,6 @@ impl Downstream for GrpcDownstream {
         let mut client = self.client.clone();
         Box::pin(async move {
             let req = encode_logs(records);
-            self.metrics.forward_bytes.inc_by(req.encoded_len() as u64);
             match client.export(req).await {
                 Ok(resp) => {
                     if let Some(p) = resp.into_inner().partial_success

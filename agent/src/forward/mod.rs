@@ -149,6 +149,7 @@ async fn deliver(
 ) -> bool {
     let records: Vec<LogRecord> = chunks.iter_mut().flat_map(|c| c.take_records()).collect();
     let n = records.len() as u64;
+    let batch_bytes: usize = chunks.iter().map(|c| c.bytes).sum();
     let mut delay = opts.retry_initial;
     let mut attempt: u32 = 0;
     loop {
@@ -159,6 +160,7 @@ async fn deliver(
                     .forward_latency
                     .observe(started.elapsed().as_secs_f64());
                 metrics.forward_batches.with_label_values(&["ok"]).inc();
+                metrics.forward_bytes.inc_by(batch_bytes as u64);
                 metrics
                     .events_out
                     .with_label_values(&[downstream.name()])

@@ -167,8 +167,8 @@ impl Fields {
         let resource: BTreeMap<String, OwnedValue> = record
             .resource
             .attributes
-            .into_iter()
-            .map(|(k, v)| (k, OwnedValue::Str(v)))
+            .iter()
+            .map(|(k, v)| (k.clone(), OwnedValue::Str(v.clone())))
             .collect();
         doc.add_object(self.resource, resource);
         for value in record.attributes.values() {

@@ -151,13 +151,13 @@ impl Writer {
             }
             if let Some(pos) = &record.position {
                 let hwm = self.pending_hwm(day);
-                match hwm.get(&pos.stream) {
+                match hwm.get(&*pos.stream) {
                     Some(&mark) if pos.offset <= mark => {
                         outcome.duplicates += 1;
                         continue;
                     }
                     _ => {
-                        hwm.insert(pos.stream.clone(), pos.offset);
+                        hwm.insert(pos.stream.to_string(), pos.offset);
                     }
                 }
             }

@@ -126,7 +126,7 @@ impl ChunkBuilder {
             self.merge_commit(s, o);
         }
         let commits = std::mem::take(&mut self.commits);
-        self.bytes = 0;
+        let bytes = std::mem::take(&mut self.bytes);
         self.started = None;
         let book = self.book.clone();
         let alive = Alive::new(&self.alive);
@@ -137,7 +137,7 @@ impl ChunkBuilder {
                 book.ack(&stream, offset);
             }
         });
-        Some(Chunk::new(records, Some(ack)))
+        Some(Chunk::with_bytes(records, bytes, Some(ack)))
     }
 }
 

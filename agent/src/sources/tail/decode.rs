@@ -365,7 +365,7 @@ impl Decoder {
             timestamp_ns: envelope_ts,
             resource: self.resource.clone(),
             position: Some(SourcePosition {
-                stream: self.stream_id.to_string(),
+                stream: self.stream_id.clone(),
                 offset: end,
             }),
             ..LogRecord::default()

@@ -25,8 +25,9 @@ const READ_BLOCK: usize = 64 * 1024;
 
 /// The identity of a file's content, from its first bytes.
 ///
-/// Runtimes reuse inodes, so a device and inode never decide identity alone:
-/// the fingerprint is xxh3-64 of the first line when it is complete and at
+/// Runtimes reuse inodes, so a device and inode never decide identity alone;
+/// the tailer binds this fingerprint to them (see `tailer::identity`). The
+/// fingerprint is xxh3-64 of the first line when it is complete and at
 /// least 16 bytes long (at most 256 bytes of it); of the first 64 bytes when
 /// the first line is shorter; of the first 256 bytes when no newline appears in
 /// them. `None` means the file is too short to tell yet: it is not read until it

@@ -4,9 +4,11 @@
 //! A [`Tailer`] does blocking file I/O and is driven from `spawn_blocking` by
 //! the async loop in the parent module, one bounded round at a time; it never
 //! sleeps, never reads a clock (the caller passes `now`) and never talks to the
-//! pipeline. Identity is the content fingerprint; device and inode only tell an
-//! open handle from a new file at the same path (while we hold a file open its
-//! inode cannot be reused, so that comparison is sound).
+//! pipeline. Identity is the content fingerprint combined with device and
+//! inode: the inode tells apart two files that start with the same line (two
+//! replicas printing the same banner), the content tells apart a new file that
+//! reuses a deleted file's inode. A rename keeps both, so a rotated file keeps
+//! its identity and its checkpoint.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -44,6 +46,13 @@ impl FileId {
             ino: meta.ino(),
         }
     }
+}
+
+/// The stream identity of a file: its content fingerprint bound to its device
+/// and inode.
+fn identity(id: FileId, content: &str) -> String {
+    let key = format!("{}:{}:{content}", id.dev, id.ino);
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(key.as_bytes()))
 }
 
 /// One open file.
@@ -84,12 +93,11 @@ pub(super) struct Tailer {
     book: Arc<Mutex<AckBook>>,
     metrics: Arc<AgentMetrics>,
     files: Vec<Tailed>,
-    /// Files whose fingerprint equals an open file's (a copytruncate copy in
-    /// the globs, or a new file with the same first line), by that fingerprint.
-    /// They are left alone while the twin is open: two files may not share a
-    /// stream identity at once. Once the twin is closed, the file is taken up
-    /// and resumes at the twin's checkpoint (for a copy: the lines the twin
-    /// missed before truncation).
+    /// Files whose identity equals an open file's (the same inode reached
+    /// through a second path, e.g. a hard link), by that identity. They are left
+    /// alone while the twin is open: two handles may not share a stream identity
+    /// at once. Once the twin is closed, the file is taken up and resumes at the
+    /// twin's checkpoint.
     ignored: HashMap<FileId, String>,
     /// Paths already warned about, so a persistent problem logs once.
     warned: HashSet<PathBuf>,
@@ -289,7 +297,7 @@ impl Tailer {
         }
         f.identify_size = Some(f.size);
         let fp = match fingerprint_file(&f.file) {
-            Ok(Some(fp)) => fp,
+            Ok(Some(content)) => identity(f.id, &content),
             Ok(None) => return,
             Err(e) => {
                 let path = f.path.clone();
@@ -305,8 +313,7 @@ impl Tailer {
         if duplicate {
             let f = self.files.remove(i);
             self.changed = true;
-            let msg =
-                format!("same first line as a file already tailed (fingerprint {fp}); ignored");
+            let msg = format!("same file as one already tailed (identity {fp}); ignored");
             self.error(&f.path, "duplicate_fingerprint", &msg);
             self.ignored.insert(f.id, fp);
             return;

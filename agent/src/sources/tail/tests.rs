@@ -607,22 +607,33 @@ async fn file_renamed_within_the_globs_is_not_read_again() -> TestResult {
 }
 
 #[tokio::test(start_paused = true)]
-async fn copytruncate_copy_inside_the_globs_is_not_read_twice() -> TestResult {
+async fn files_that_start_with_the_same_line_are_all_read() -> TestResult {
+    // Two replicas of one app writing the same banner first: distinct files,
+    // distinct streams (Vector's content-only fingerprint ignores the second).
     let dir = tempfile::tempdir()?;
     let logs = logs(dir.path())?;
-    let file = logs.join("ct.log");
-    fs::write(&file, numbered(0, 30))?;
-    let mut opts = options(dir.path());
-    opts.include = vec![format!("{}/*.log*", logs.display())];
-    let mut run = start(opts, 8).await?;
-    run.take(30).await?;
-    // The copy appears (same first line) before the original is truncated.
-    fs::copy(&file, logs.join("ct.log.1"))?;
-    run.expect_quiet().await?;
-    OpenOptions::new().write(true).open(&file)?.set_len(0)?;
-    append(&file, b"fresh content after the truncation\n")?;
-    let got = run.take(1).await?;
-    assert_eq!(got[0].body, "fresh content after the truncation");
+    let banner = "=== starting order-service v1.2.3 ===\n";
+    fs::write(logs.join("a.log"), format!("{banner}a one\na two\n"))?;
+    fs::write(logs.join("b.log"), format!("{banner}b one\n"))?;
+    let mut run = start(options(dir.path()), 8).await?;
+    let got = run.take(5).await?;
+    let mut seen = bodies(&got);
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            banner.trim_end(),
+            banner.trim_end(),
+            "a one",
+            "a two",
+            "b one"
+        ]
+    );
+    let streams: std::collections::HashSet<_> = got
+        .iter()
+        .filter_map(|r| r.position.as_ref().map(|p| p.stream.clone()))
+        .collect();
+    assert_eq!(streams.len(), 2);
     run.expect_quiet().await?;
     run.stop().await;
     Ok(())
