@@ -11,6 +11,7 @@
 
 mod json;
 mod logfmt;
+mod plain;
 mod syslog;
 mod web;
 
@@ -191,7 +192,15 @@ fn parse_auto(text: &str) -> ParsedBody {
         }
         _ => None,
     };
-    attempt.unwrap_or_else(|| ParsedBody::raw(text))
+    attempt.unwrap_or_else(|| {
+        // No structure: still read the leading time and level most frameworks print.
+        let (timestamp_ns, severity) = plain::sniff(text);
+        ParsedBody {
+            timestamp_ns,
+            severity,
+            ..ParsedBody::raw(text)
+        }
+    })
 }
 
 /// Field names read as the message, in order of preference.
