@@ -69,7 +69,7 @@ pub struct ForwarderOptions {
 impl Default for ForwarderOptions {
     fn default() -> Self {
         ForwarderOptions {
-            batch_max_bytes: 4 * 1024 * 1024,
+            batch_max_bytes: 1024 * 1024,
             batch_timeout: Duration::from_secs(1),
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(30),

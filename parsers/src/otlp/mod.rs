@@ -4,6 +4,10 @@
 //! Records are grouped by resource into `ResourceLogs`. The source position rides
 //! in two reserved attributes (`mecha.source.stream`, `mecha.source.offset`) so
 //! that any OTLP hop in between keeps it, and is lifted back out on decode.
+//!
+//! [`encode_logs`] builds the prost structs and is the reference;
+//! [`encode_logs_wire`] writes the same request's bytes directly for the
+//! agent's forward path (see [`wire`] for why).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +21,10 @@ use opentelemetry_proto::tonic::resource::v1::Resource as OtlpResource;
 use serde_json::{Map, Number, Value};
 
 use crate::model::{LogRecord, Resource, Severity, SourcePosition};
+
+pub mod wire;
+
+pub use wire::encode_logs_wire;
 
 /// Attribute carrying [`SourcePosition::stream`].
 pub const POSITION_STREAM_KEY: &str = "mecha.source.stream";
