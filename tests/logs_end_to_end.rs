@@ -170,12 +170,14 @@ fn container_logs_arrive_once_with_their_fields() {
         "{trace}"
     );
     assert!(trace.ends_with("\t... 12 more"), "{trace}");
+    assert_eq!(shop[trace.as_str()]["severity"], "error");
     assert!(shop.keys().any(|b| b.ends_with("recovered")));
 
-    // Queries over fields and attributes.
+    // Queries over fields and attributes: the JSON error, and the Spring Boot
+    // line heading the stack trace (its level read from the plain text).
     assert_eq!(
         total(&search(&http, "level:error AND namespace:shop", 100)),
-        1
+        2
     );
     assert_eq!(total(&search(&http, "user:ann", 100)), 1);
     assert_eq!(total(&search(&http, "attributes.user:bob", 100)), 1);
