@@ -15,11 +15,19 @@ fn mecha(args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start mecha: {e}"));
-    if let Some(mut i) = child.stdin.take() {
-        i.write_all(stdin.as_bytes())
-            .unwrap_or_else(|e| panic!("{e}"));
+    // Written from a thread: the child's output may fill its pipe before it
+    // has read all of its input.
+    let writer = child.stdin.take().map(|mut i| {
+        let input = stdin.to_string();
+        std::thread::spawn(move || {
+            let _ = i.write_all(input.as_bytes());
+        })
+    });
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    if let Some(w) = writer {
+        let _ = w.join();
     }
-    child.wait_with_output().unwrap_or_else(|e| panic!("{e}"))
+    out
 }
 
 fn events(out: &Output) -> Vec<Value> {
@@ -75,6 +83,19 @@ fn parse_joins_a_java_stack_trace() {
     let ev = events(&out);
     assert_eq!(ev.len(), 2);
     assert_eq!(ev[0]["body"].as_str().map(|b| b.lines().count()), Some(3));
+}
+
+#[test]
+fn parse_cuts_an_endless_line_and_goes_on() {
+    let mut input = "x".repeat(3 << 20);
+    input.push_str("\nafter\n");
+    let out = mecha(&["parse", "--format", "raw"], &input);
+    assert!(out.status.success());
+    let ev = events(&out);
+    assert_eq!(ev.len(), 2);
+    assert_eq!(ev[0]["body"].as_str().map(str::len), Some(1 << 20));
+    assert_eq!(ev[1]["body"], "after");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 1: longer than"));
 }
 
 #[test]

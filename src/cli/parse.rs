@@ -86,10 +86,20 @@ pub fn run(a: ParseArgs) -> anyhow::Result<ExitCode> {
     };
     loop {
         buf.clear();
-        if reader.read_until(b'\n', &mut buf)? == 0 {
+        // Bounded: a line longer than MAX_LINE is cut there and its rest skipped,
+        // so a file without newlines cannot take all memory.
+        if (&mut reader)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut buf)?
+            == 0
+        {
             break;
         }
         n += 1;
+        if buf.len() >= MAX_LINE && buf.last() != Some(&b'\n') {
+            eprintln!("line {n}: longer than {MAX_LINE} bytes; cut");
+            skip_line(&mut reader)?;
+        }
         while matches!(buf.last(), Some(b'\n' | b'\r')) {
             buf.pop();
         }
@@ -154,6 +164,26 @@ pub fn run(a: ParseArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Discards input up to and including the next newline.
+fn skip_line(reader: &mut impl BufRead) -> std::io::Result<()> {
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                reader.consume(i + 1);
+                return Ok(());
+            }
+            None => {
+                let len = chunk.len();
+                reader.consume(len);
+            }
+        }
+    }
 }
 
 fn joined(j: mecha_parsers::multiline::Joined<(usize, i64, Option<&'static str>)>) -> Pending {
