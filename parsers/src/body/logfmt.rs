@@ -46,6 +46,11 @@ pub fn parse_logfmt(text: &str) -> Result<ParsedBody, ParseError> {
 /// pairs, at most one bare word for every two pairs, and either a well-known
 /// key (level, msg, time, ...) or at least three pairs.
 pub(crate) fn parse_logfmt_sniffed(text: &str) -> Option<ParsedBody> {
+    // Two pairs need two `=`: most unstructured lines have none, and counting
+    // them costs far less than scanning (which allocates every word as a key).
+    if memchr::memchr_iter(b'=', text.as_bytes()).nth(1).is_none() {
+        return None;
+    }
     let s = scan(text).ok()?;
     if s.pairs < 2 || s.bare * 2 > s.pairs {
         return None;
