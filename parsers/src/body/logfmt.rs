@@ -48,9 +48,7 @@ pub fn parse_logfmt(text: &str) -> Result<ParsedBody, ParseError> {
 pub(crate) fn parse_logfmt_sniffed(text: &str) -> Option<ParsedBody> {
     // Two pairs need two `=`: most unstructured lines have none, and counting
     // them costs far less than scanning (which allocates every word as a key).
-    if memchr::memchr_iter(b'=', text.as_bytes()).nth(1).is_none() {
-        return None;
-    }
+    memchr::memchr_iter(b'=', text.as_bytes()).nth(1)?;
     let s = scan(text).ok()?;
     if s.pairs < 2 || s.bare * 2 > s.pairs {
         return None;
