@@ -26,6 +26,22 @@ fn write_config(dir: &std::path::Path, logs: &std::path::Path) -> std::path::Pat
     cfg
 }
 
+/// Starts `mecha standalone` on free ports, with gRPC off.
+fn standalone(data: &std::path::Path, cfg: &std::path::Path, admin: &str) -> Mecha {
+    let cfg = cfg.to_str().unwrap_or_default();
+    let args = [
+        "--config",
+        cfg,
+        "--http",
+        "127.0.0.1:0",
+        "--grpc",
+        "off",
+        "--admin",
+        admin,
+    ];
+    Mecha::start("standalone", data, &args)
+}
+
 /// Hits for one namespace, as (body, hit) sorted by body.
 fn by_body(http: &str, q: &str) -> BTreeMap<String, Value> {
     hits(&search(http, q, 10_000))
@@ -71,20 +87,7 @@ fn container_logs_arrive_once_with_their_fields() {
     );
 
     let data = tmp.path().join("data");
-    let mecha = Mecha::start(
-        "standalone",
-        &data,
-        &[
-            "--config",
-            cfg.to_str().unwrap_or_default(),
-            "--http",
-            "127.0.0.1:0",
-            "--grpc",
-            "off",
-            "--admin",
-            "127.0.0.1:0",
-        ],
-    );
+    let mecha = standalone(&data, &cfg, "127.0.0.1:0");
     let http = mecha.addr("http");
 
     // Written after start: docker json-file with a split line and plain text.
@@ -219,20 +222,7 @@ fn container_logs_arrive_once_with_their_fields() {
     mecha.stop();
 
     // A restart re-reads nothing that was acknowledged: the counts stay.
-    let mecha = Mecha::start(
-        "standalone",
-        &data,
-        &[
-            "--config",
-            cfg.to_str().unwrap_or_default(),
-            "--http",
-            "127.0.0.1:0",
-            "--grpc",
-            "off",
-            "--admin",
-            "off",
-        ],
-    );
+    let mecha = standalone(&data, &cfg, "off");
     let http = mecha.addr("http");
     let t = cri_ts(Duration::from_secs(1));
     append(

@@ -68,6 +68,17 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// Every severity, lowest first.
+    pub const ALL: [Severity; 7] = [
+        Severity::Unspecified,
+        Severity::Trace,
+        Severity::Debug,
+        Severity::Info,
+        Severity::Warn,
+        Severity::Error,
+        Severity::Fatal,
+    ];
+
     /// Reads the usual spellings of a level (`E`, `err`, `ERROR`, `warning`, `crit`,
     /// syslog names, numeric OTLP numbers as text). Unknown text gives `None`.
     pub fn parse(text: &str) -> Option<Severity> {
@@ -257,14 +268,7 @@ mod tests {
 
     #[test]
     fn severity_round_trips_through_otlp_numbers() {
-        for s in [
-            Severity::Trace,
-            Severity::Debug,
-            Severity::Info,
-            Severity::Warn,
-            Severity::Error,
-            Severity::Fatal,
-        ] {
+        for s in Severity::ALL {
             assert_eq!(Severity::from_otlp_number(s.otlp_number()), s);
         }
         assert_eq!(Severity::from_otlp_number(99), Severity::Unspecified);

@@ -626,15 +626,7 @@ mod tests {
     }
 
     fn severity() -> impl Strategy<Value = Severity> {
-        prop::sample::select(vec![
-            Severity::Unspecified,
-            Severity::Trace,
-            Severity::Debug,
-            Severity::Info,
-            Severity::Warn,
-            Severity::Error,
-            Severity::Fatal,
-        ])
+        prop::sample::select(Severity::ALL.to_vec())
     }
 
     /// A record whose resource is one of three shared ones, either the shared
