@@ -126,6 +126,28 @@ fn proc_usage(pid: u32) -> (f64, u64) {
     (cpu, hwm)
 }
 
+/// Seconds the agent's forwarder spent waiting for acknowledgements, and the
+/// number of batches, from its `/metrics`: tells a slow sink from a slow agent.
+fn ack_wait(data_dir: &Path) -> Option<(f64, u64)> {
+    let listeners = std::fs::read(data_dir.join("listeners.json")).ok()?;
+    let listeners: serde_json::Value = serde_json::from_slice(&listeners).ok()?;
+    let admin = listeners.get("admin")?.as_str()?;
+    let text = reqwest::blocking::get(format!("http://{admin}/metrics"))
+        .ok()?
+        .text()
+        .ok()?;
+    let value = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    Some((
+        value("mecha_forward_ack_latency_seconds_sum")?,
+        value("mecha_forward_ack_latency_seconds_count")? as u64,
+    ))
+}
+
 fn main() {
     // `cargo test --benches` runs bench targets with no arguments; `cargo bench`
     // passes `--bench`. Only the latter should generate a gigabyte.
@@ -201,7 +223,7 @@ fn main() {
     let expected_records = lines;
     let t = Instant::now();
     let child = Command::new(env!("CARGO_BIN_EXE_mecha"))
-        .args(["agent", "--admin", "off", "--data-dir"])
+        .args(["agent", "--admin", "127.0.0.1:0", "--data-dir"])
         .arg(tmp.path().join("data"))
         .arg("--include")
         .arg(format!("{}/*.log", logs.display()))
@@ -223,6 +245,7 @@ fn main() {
     }
     let secs = t.elapsed().as_secs_f64();
     let final_usage = proc_usage(pid);
+    let ack_wait = ack_wait(&tmp.path().join("data"));
     if final_usage.0 > 0.0 {
         usage = final_usage;
     }
@@ -248,4 +271,9 @@ fn main() {
         "ratio: agent takes {:.1}x the wall time of cat",
         secs / cat_secs.max(1e-9)
     );
+    if let Some((wait, batches)) = ack_wait {
+        println!(
+            "forwarder: {batches} batches, {wait:.2} s of {secs:.2} s spent waiting for acknowledgements"
+        );
+    }
 }
