@@ -67,6 +67,7 @@ impl Agent {
             ForwarderOptions {
                 batch_max_bytes: fwd.batch_max_bytes.as_usize(),
                 batch_timeout: fwd.batch_timeout.0,
+                max_in_flight: fwd.in_flight,
                 ..ForwarderOptions::default()
             },
             metrics.clone(),

@@ -67,7 +67,7 @@ pub struct AgentConfig {
     #[serde(default)]
     pub forward: ForwardConfig,
     /// Chunks that may wait between the sources and the forwarder (each at most
-    /// a source's chunk size, 1 MiB). Default 4.
+    /// a source's chunk size, 1 MiB). Default 3.
     #[serde(default = "default_queue_chunks")]
     pub queue_chunks: usize,
 }
@@ -206,6 +206,9 @@ pub struct ForwardConfig {
     /// Deadline of one export call. Default 30s.
     #[serde(default = "default_request_timeout")]
     pub request_timeout: Duration,
+    /// Batches sent at once; they are still acknowledged in order. Default 2.
+    #[serde(default = "default_in_flight")]
+    pub in_flight: usize,
 }
 
 impl Default for ForwardConfig {
@@ -216,6 +219,7 @@ impl Default for ForwardConfig {
             batch_max_bytes: default_batch_bytes(),
             batch_timeout: default_batch_timeout(),
             request_timeout: default_request_timeout(),
+            in_flight: default_in_flight(),
         }
     }
 }
@@ -347,7 +351,7 @@ fn default_multiline_rule() -> Named<MultilineRule> {
     Named(MultilineRule::Builtin)
 }
 fn default_queue_chunks() -> usize {
-    4
+    3
 }
 fn default_max_line() -> ByteSize {
     ByteSize(256 * 1024)
@@ -378,6 +382,9 @@ fn default_batch_timeout() -> Duration {
 }
 fn default_request_timeout() -> Duration {
     Duration(std::time::Duration::from_secs(30))
+}
+fn default_in_flight() -> usize {
+    2
 }
 fn default_retention() -> u32 {
     7
@@ -434,6 +441,12 @@ impl Config {
             return Err(fail(
                 "agent.forward.endpoint".into(),
                 format!("expected a URL such as http://aggregator:4317, found {endpoint:?}"),
+            ));
+        }
+        if self.agent.forward.in_flight == 0 {
+            return Err(fail(
+                "agent.forward.in_flight".into(),
+                "expected at least 1, found 0".into(),
             ));
         }
         if self.agent.queue_chunks == 0 {

@@ -9,11 +9,13 @@
 
 pub mod grpc;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use mecha_parsers::LogRecord;
+use tokio::task::JoinHandle;
 
 use crate::Shutdown;
 use crate::metrics::AgentMetrics;
@@ -64,6 +66,8 @@ pub struct ForwarderOptions {
     pub retry_max: Duration,
     /// After shutdown is requested, how long to keep trying to deliver what is left.
     pub drain_timeout: Duration,
+    /// Batches sent at once (acknowledged in order).
+    pub max_in_flight: usize,
 }
 
 impl Default for ForwarderOptions {
@@ -74,12 +78,19 @@ impl Default for ForwarderOptions {
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(5),
+            max_in_flight: 2,
         }
     }
 }
 
 /// Runs the forwarder until every source has stopped and what they sent is
 /// delivered, or until the drain deadline after shutdown.
+///
+/// Up to `max_in_flight` batches are sent at once, each in its own task, so the
+/// round trip of one batch (encoding, compression, the downstream's commit)
+/// overlaps the next. Acknowledgements still happen strictly in batch order:
+/// a checkpoint must never pass lines of an earlier batch that is still
+/// retrying.
 pub async fn run(
     mut input: Input,
     downstream: Arc<dyn Downstream>,
@@ -88,18 +99,37 @@ pub async fn run(
     shutdown: Shutdown,
 ) {
     let sink = downstream.name().to_string();
-    let mut drain_deadline: Option<tokio::time::Instant> = None;
+    let max_in_flight = opts.max_in_flight.max(1);
+    let mut in_flight: VecDeque<JoinHandle<Delivery>> = VecDeque::new();
     loop {
-        // Gather a batch: wait for a first chunk, then fill until full or timed out.
+        // Acknowledge, in order, what has been delivered; wait for the oldest
+        // batch when the window is full.
+        loop {
+            let full = in_flight.len() >= max_in_flight;
+            let Some(front) = in_flight.front_mut() else {
+                break;
+            };
+            if !full && !front.is_finished() {
+                break;
+            }
+            let done = front.await;
+            in_flight.pop_front();
+            if !settle(done, &sink) {
+                return abandon(in_flight);
+            }
+        }
         let first = tokio::select! {
             c = input.recv() => c,
-            _ = shutdown.cancelled(), if drain_deadline.is_none() => {
-                drain_deadline = Some(tokio::time::Instant::now() + opts.drain_timeout);
+            done = async { in_flight.front_mut()?.await.ok() }, if !in_flight.is_empty() => {
+                in_flight.pop_front();
+                if !settle(done.ok_or(()), &sink) {
+                    return abandon(in_flight);
+                }
                 continue;
             }
         };
         let Some(first) = first else {
-            return; // every source has stopped and everything was delivered
+            break; // every source has stopped
         };
         let mut chunks = vec![first];
         let mut bytes = chunks[0].bytes;
@@ -118,40 +148,73 @@ pub async fn run(
                 Ok(None) | Err(_) => break,
             }
         }
-        let delivered = deliver(
-            &mut chunks,
-            downstream.as_ref(),
-            &opts,
-            &metrics,
-            &shutdown,
-            &mut drain_deadline,
-        )
-        .await;
-        if !delivered {
+        in_flight.push_back(tokio::spawn(deliver(
+            chunks,
+            downstream.clone(),
+            opts.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )));
+    }
+    // Sources are done: deliver and acknowledge what is still in flight.
+    while let Some(front) = in_flight.pop_front() {
+        if !settle(front.await.map_err(|_| ()), &sink) {
+            return abandon(in_flight);
+        }
+    }
+}
+
+/// The outcome of one batch: its chunks, and whether they may be acknowledged.
+type Delivery = (bool, Vec<Chunk>);
+
+/// Acknowledges a delivered batch; false when it was not delivered (or its task
+/// failed), after which nothing later may be acknowledged.
+fn settle<E>(done: Result<Delivery, E>, sink: &str) -> bool {
+    match done {
+        Ok((true, chunks)) => {
+            for c in chunks {
+                c.ack();
+            }
+            true
+        }
+        Ok((false, chunks)) => {
             tracing::warn!(
                 sink,
                 chunks = chunks.len(),
                 "stopping with undelivered records; they will be read again after restart"
             );
-            return;
+            false
+        }
+        Err(_) => {
+            tracing::error!(sink, "a delivery task failed; stopping the forwarder");
+            false
         }
     }
 }
 
-/// Sends one batch until it is accepted (true) or the drain deadline passes (false).
+/// Stops the batches after an undelivered one: whatever they deliver is not
+/// acknowledged, so it is read again after restart (and deduplicated).
+fn abandon(in_flight: VecDeque<JoinHandle<Delivery>>) {
+    for task in in_flight {
+        task.abort();
+    }
+}
+
+/// Sends one batch until it is accepted or the drain deadline after shutdown
+/// passes; the chunks come back for the caller to acknowledge in order.
 async fn deliver(
-    chunks: &mut Vec<Chunk>,
-    downstream: &dyn Downstream,
-    opts: &ForwarderOptions,
-    metrics: &AgentMetrics,
-    shutdown: &Shutdown,
-    drain_deadline: &mut Option<tokio::time::Instant>,
-) -> bool {
+    mut chunks: Vec<Chunk>,
+    downstream: Arc<dyn Downstream>,
+    opts: ForwarderOptions,
+    metrics: Arc<AgentMetrics>,
+    shutdown: Shutdown,
+) -> Delivery {
     let records: Vec<LogRecord> = chunks.iter_mut().flat_map(|c| c.take_records()).collect();
     let n = records.len() as u64;
     let batch_bytes: usize = chunks.iter().map(|c| c.bytes).sum();
     let mut delay = opts.retry_initial;
     let mut attempt: u32 = 0;
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
     loop {
         let started = Instant::now();
         match downstream.send(&records).await {
@@ -169,10 +232,7 @@ async fn deliver(
                     .downstream_up
                     .with_label_values(&[downstream.name()])
                     .set(1);
-                for c in chunks.drain(..) {
-                    c.ack();
-                }
-                return true;
+                return (true, chunks);
             }
             Err(ForwardError::Rejected { reason, .. }) => {
                 metrics
@@ -184,10 +244,7 @@ async fn deliver(
                     .with_label_values(&["forward", "rejected_downstream"])
                     .inc_by(n);
                 tracing::error!(records = n, reason, "downstream rejected a batch; dropped");
-                for c in chunks.drain(..) {
-                    c.ack();
-                }
-                return true;
+                return (true, chunks);
             }
             Err(e @ ForwardError::Unavailable { .. }) => {
                 metrics.forward_batches.with_label_values(&["retry"]).inc();
@@ -205,16 +262,15 @@ async fn deliver(
         delay = (delay * 2).min(opts.retry_max);
         let now = tokio::time::Instant::now();
         if shutdown.is_cancelled() && drain_deadline.is_none() {
-            *drain_deadline = Some(now + opts.drain_timeout);
+            drain_deadline = Some(now + opts.drain_timeout);
         }
-        match drain_deadline {
-            Some(d) if now + wait >= *d => return false,
-            _ => {}
+        if drain_deadline.is_some_and(|d| now + wait >= d) {
+            return (false, chunks);
         }
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.cancelled(), if drain_deadline.is_none() => {
-                *drain_deadline = Some(tokio::time::Instant::now() + opts.drain_timeout);
+                drain_deadline = Some(tokio::time::Instant::now() + opts.drain_timeout);
             }
         }
     }
@@ -302,6 +358,83 @@ mod tests {
                 .render()
                 .contains("mecha_forward_batches_total{outcome=\"retry\"} 5")
         );
+    }
+
+    /// Delays a batch whose first body is "slow"; fails forever one whose first
+    /// body is "down".
+    struct Uneven;
+
+    impl Downstream for Uneven {
+        fn name(&self) -> &str {
+            "uneven"
+        }
+        fn send<'a>(&'a self, records: &'a [LogRecord]) -> BoxFuture<'a, Result<(), ForwardError>> {
+            Box::pin(async move {
+                match records.first().map(|r| r.body.as_str()) {
+                    Some("slow") => tokio::time::sleep(Duration::from_secs(5)).await,
+                    Some("down") => {
+                        return Err(ForwardError::Unavailable {
+                            sink: "uneven".into(),
+                            reason: "down".into(),
+                        });
+                    }
+                    _ => {}
+                }
+                Ok(())
+            })
+        }
+    }
+
+    /// Sends one chunk per body, each its own batch; returns the ack order.
+    async fn ack_order(bodies: &[&str], stop_after: Option<Duration>) -> Vec<String> {
+        let metrics = Arc::new(AgentMetrics::new());
+        let (out, input) = pipeline::channel(8, metrics.clone());
+        let shutdown = Shutdown::new();
+        let opts = ForwarderOptions {
+            batch_max_bytes: 1,
+            max_in_flight: 4,
+            ..ForwarderOptions::default()
+        };
+        let task = tokio::spawn(run(
+            input,
+            Arc::new(Uneven),
+            opts,
+            metrics,
+            shutdown.clone(),
+        ));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        for body in bodies {
+            let a = acked.clone();
+            let b = (*body).to_string();
+            let ack: pipeline::AckFn = Box::new(move || {
+                if let Ok(mut v) = a.lock() {
+                    v.push(b);
+                }
+            });
+            let chunk = Chunk::new(vec![LogRecord::new(*body, 1)], Some(ack));
+            assert!(out.send(chunk).await.is_ok());
+        }
+        if let Some(after) = stop_after {
+            tokio::time::sleep(after).await;
+            shutdown.cancel();
+        }
+        drop(out);
+        assert!(task.await.is_ok());
+        acked.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_in_flight_together_are_acknowledged_in_order() {
+        let order = ack_order(&["slow", "fast 1", "fast 2"], None).await;
+        assert_eq!(order, ["slow", "fast 1", "fast 2"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_after_an_undelivered_one_is_never_acknowledged() {
+        // "fast" is delivered, but "down" before it never is: acknowledging
+        // "fast" would move the checkpoint past the lines of "down".
+        let order = ack_order(&["ok", "down", "fast"], Some(Duration::from_secs(10))).await;
+        assert_eq!(order, ["ok"]);
     }
 
     #[tokio::test(start_paused = true)]
