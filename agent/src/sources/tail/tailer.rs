@@ -93,12 +93,6 @@ pub(super) struct Tailer {
     book: Arc<Mutex<AckBook>>,
     metrics: Arc<AgentMetrics>,
     files: Vec<Tailed>,
-    /// Files whose identity equals an open file's (the same inode reached
-    /// through a second path, e.g. a hard link), by that identity. They are left
-    /// alone while the twin is open: two handles may not share a stream identity
-    /// at once. Once the twin is closed, the file is taken up and resumes at the
-    /// twin's checkpoint.
-    ignored: HashMap<FileId, String>,
     /// Paths already warned about, so a persistent problem logs once.
     warned: HashSet<PathBuf>,
     scanned_once: bool,
@@ -125,7 +119,6 @@ impl Tailer {
             globs,
             book,
             files: Vec::new(),
-            ignored: HashMap::new(),
             warned: HashSet::new(),
             scanned_once: false,
             next: 0,
@@ -221,16 +214,11 @@ impl Tailer {
                 None => {}
             }
         }
+        // One handle per inode: a second path to an open file (a hard link, a
+        // rename seen twice) is the same stream, never a second one.
         let open: HashSet<FileId> = self.files.iter().map(|f| f.id).collect();
-        let open_fps: HashSet<&str> = self
-            .files
-            .iter()
-            .filter_map(|f| f.decoder.as_ref().map(|d| &**d.stream_id()))
-            .collect();
-        self.ignored
-            .retain(|id, fp| by_id.contains_key(id) && open_fps.contains(fp.as_str()));
         for id in order {
-            if open.contains(&id) || self.ignored.contains_key(&id) {
+            if open.contains(&id) {
                 continue;
             }
             let Some(path) = by_id.remove(&id) else {
@@ -286,8 +274,7 @@ impl Tailer {
     }
 
     /// Fingerprints file `i` and decides where reading starts. Leaves it
-    /// unidentified if it is too short to tell; marks it ignored if its content
-    /// duplicates an open file.
+    /// unidentified if it is too short to tell.
     fn identify(&mut self, i: usize) {
         let Some(f) = self.files.get_mut(i) else {
             return;
@@ -304,20 +291,15 @@ impl Tailer {
                 return self.error(&path, "read", &e);
             }
         };
-        let duplicate = self
-            .files
-            .iter()
-            .filter_map(|g| g.decoder.as_ref())
-            .find(|d| **d.stream_id() == *fp)
-            .is_some();
-        if duplicate {
-            let f = self.files.remove(i);
-            self.changed = true;
-            let msg = format!("same file as one already tailed (identity {fp}); ignored");
-            self.error(&f.path, "duplicate_fingerprint", &msg);
-            self.ignored.insert(f.id, fp);
-            return;
-        }
+        // Identities bind the inode, and one handle is open per inode (see
+        // `scan`), so two open files never share a stream.
+        debug_assert!(
+            !self
+                .files
+                .iter()
+                .filter_map(|g| g.decoder.as_ref())
+                .any(|d| **d.stream_id() == *fp)
+        );
         let known = self.book().offset(&fp);
         let Some(f) = self.files.get_mut(i) else {
             return;

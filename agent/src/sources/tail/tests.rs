@@ -607,6 +607,20 @@ async fn file_renamed_within_the_globs_is_not_read_again() -> TestResult {
 }
 
 #[tokio::test(start_paused = true)]
+async fn two_paths_to_one_file_are_read_once() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let logs = logs(dir.path())?;
+    fs::write(logs.join("a.log"), numbered(0, 10))?;
+    fs::hard_link(logs.join("a.log"), logs.join("b.log"))?;
+    let mut run = start(options(dir.path()), 8).await?;
+    let got = run.take(10).await?;
+    assert_eq!(bodies(&got).len(), 10);
+    run.expect_quiet().await?;
+    run.stop().await;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
 async fn files_that_start_with_the_same_line_are_all_read() -> TestResult {
     // Two replicas of one app writing the same banner first: distinct files,
     // distinct streams (Vector's content-only fingerprint ignores the second).
