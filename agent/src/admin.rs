@@ -41,7 +41,7 @@ impl Readiness {
         }
     }
 
-    fn snapshot(&self) -> (bool, BTreeMap<String, String>) {
+    pub(crate) fn snapshot(&self) -> (bool, BTreeMap<String, String>) {
         let problems = self.problems.lock().map(|p| p.clone()).unwrap_or_default();
         let started = self.started.load(std::sync::atomic::Ordering::SeqCst);
         (started && problems.is_empty(), problems)

@@ -30,4 +30,7 @@ pub enum AgentError {
     /// The forwarder could not be set up.
     #[error("forwarder: {0}")]
     Forward(#[from] crate::forward::ForwardError),
+    /// The disk buffer could not be opened.
+    #[error("disk buffer: {0}")]
+    Buffer(#[from] crate::buffer::BufferError),
 }

@@ -8,10 +8,12 @@
 //! [`forward::Downstream`].
 
 pub mod admin;
+pub mod buffer;
 pub mod forward;
 pub mod metrics;
 pub mod pipeline;
 pub mod sources;
+pub mod spool;
 
 mod error;
 mod runtime;

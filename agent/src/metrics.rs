@@ -24,6 +24,12 @@ pub mod reason {
     pub const TRUNCATED_FILE: &str = "file_truncated";
     /// A file disappeared before it was read to its end.
     pub const FILE_VANISHED: &str = "file_vanished";
+    /// The disk buffer was full and `when_full: drop_newest` is set.
+    pub const BUFFER_FULL: &str = "buffer_full";
+    /// A chunk larger than the whole disk buffer.
+    pub const BUFFER_TOO_LARGE: &str = "buffer_too_large";
+    /// Records of a buffer segment skipped at a corrupt record.
+    pub const BUFFER_CORRUPT: &str = "buffer_corrupt";
 }
 
 /// Every metric of the agent.
@@ -53,12 +59,20 @@ pub struct AgentMetrics {
     pub queue_records: IntGauge,
     /// Batches sent by the forwarder, by outcome.
     pub forward_batches: IntCounterVec,
-    /// Bytes of records acknowledged downstream (in-memory size, before encoding).
+    /// Bytes of encoded records acknowledged downstream, before compression.
     pub forward_bytes: IntCounter,
     /// Time from send to acknowledgement of a batch.
     pub forward_latency: Histogram,
     /// 1 while the downstream is reachable, by sink.
     pub downstream_up: IntGaugeVec,
+    /// Bytes in the disk buffer not yet delivered.
+    pub buffer_bytes: IntGauge,
+    /// Chunks in the disk buffer not yet delivered.
+    pub buffer_chunks: IntGauge,
+    /// Segment files of the disk buffer.
+    pub buffer_segments: IntGauge,
+    /// Bytes cut from torn buffer tails when the agent started.
+    pub buffer_truncated_bytes: IntCounter,
 }
 
 impl AgentMetrics {
@@ -119,7 +133,7 @@ impl AgentMetrics {
             ),
             forward_bytes: counter(
                 "mecha_forward_bytes_total",
-                "Bytes of records acknowledged downstream, before encoding",
+                "Bytes of encoded records acknowledged downstream, before compression",
             ),
             forward_latency: Histogram::with_opts(
                 HistogramOpts::new(
@@ -133,6 +147,19 @@ impl AgentMetrics {
                 "mecha_forward_downstream_up",
                 "1 while the downstream answers",
                 &["sink"],
+            ),
+            buffer_bytes: gauge(
+                "mecha_buffer_bytes",
+                "Bytes in the disk buffer not yet delivered",
+            ),
+            buffer_chunks: gauge(
+                "mecha_buffer_chunks",
+                "Chunks in the disk buffer not yet delivered",
+            ),
+            buffer_segments: gauge("mecha_buffer_segments", "Segment files of the disk buffer"),
+            buffer_truncated_bytes: counter(
+                "mecha_buffer_truncated_bytes_total",
+                "Bytes cut from torn disk buffer tails at start-up",
             ),
             registry,
         };
@@ -157,6 +184,10 @@ impl AgentMetrics {
             Box::new(self.forward_bytes.clone()),
             Box::new(self.forward_latency.clone()),
             Box::new(self.downstream_up.clone()),
+            Box::new(self.buffer_bytes.clone()),
+            Box::new(self.buffer_chunks.clone()),
+            Box::new(self.buffer_segments.clone()),
+            Box::new(self.buffer_truncated_bytes.clone()),
         ];
         for c in collectors {
             // Names are unique constants on a fresh registry: registration cannot
@@ -170,6 +201,29 @@ impl AgentMetrics {
     /// Counts a discarded or altered item.
     pub fn discard(&self, component: &str, reason: &str) {
         self.discarded.with_label_values(&[component, reason]).inc();
+    }
+
+    /// Copies the disk buffer's counts: gauges as they are, counters by how
+    /// much they grew since `last`.
+    pub fn record_buffer(
+        &self,
+        last: &crate::buffer::BufferStats,
+        now: &crate::buffer::BufferStats,
+    ) {
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.buffer_bytes.set(gauge(now.unacked_bytes));
+        self.buffer_chunks.set(gauge(now.unacked_records));
+        self.buffer_segments.set(gauge(now.segments));
+        let grew = |a: u64, b: u64| b.saturating_sub(a);
+        self.buffer_truncated_bytes
+            .inc_by(grew(last.truncated_bytes, now.truncated_bytes));
+        self.errors
+            .with_label_values(&["buffer", "sync"])
+            .inc_by(grew(last.sync_errors, now.sync_errors));
+        // Chunks, not records: the records of a lost chunk are not known.
+        self.discarded
+            .with_label_values(&["buffer", reason::BUFFER_CORRUPT])
+            .inc_by(grew(last.lost_records, now.lost_records));
     }
 
     /// The Prometheus text exposition of every agent metric.

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use mecha_parsers::LogRecord;
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::metrics::AgentMetrics;
@@ -17,33 +17,35 @@ use crate::metrics::AgentMetrics;
 /// Called once when every record of a chunk is safe downstream.
 pub type AckFn = Box<dyn FnOnce() + Send + 'static>;
 
-/// A group of records from one source, with its acknowledgement.
+/// A group of records from one source, already encoded as one OTLP
+/// `ExportLogsServiceRequest`, with its acknowledgement.
+///
+/// Sources encode as they parse (see `mecha_parsers::otlp::LogsEncoder`), so
+/// nothing downstream holds or re-encodes records: the disk buffer stores the
+/// bytes, and the forwarder joins chunks into a batch by concatenating them,
+/// since two protobuf messages written back to back decode as one message
+/// whose repeated fields hold both.
 pub struct Chunk {
-    /// The records, in source order.
-    pub records: Vec<LogRecord>,
-    /// Approximate size of the records in memory.
-    pub bytes: usize,
+    /// The encoded request.
+    pub request: Bytes,
+    /// How many log records it holds.
+    pub records: usize,
     on_ack: Option<AckFn>,
 }
 
 impl Chunk {
     /// A chunk whose acknowledgement runs `on_ack`.
-    pub fn new(records: Vec<LogRecord>, on_ack: Option<AckFn>) -> Self {
-        let bytes = records.iter().map(LogRecord::approx_bytes).sum();
+    pub fn new(request: impl Into<Bytes>, records: usize, on_ack: Option<AckFn>) -> Self {
         Chunk {
+            request: request.into(),
             records,
-            bytes,
             on_ack,
         }
     }
 
-    /// A chunk whose size the source has already summed.
-    pub fn with_bytes(records: Vec<LogRecord>, bytes: usize, on_ack: Option<AckFn>) -> Self {
-        Chunk {
-            records,
-            bytes,
-            on_ack,
-        }
+    /// Size of the encoded request, the unit of every byte limit downstream.
+    pub fn bytes(&self) -> usize {
+        self.request.len()
     }
 
     /// Marks the chunk as safe downstream, releasing its source position.
@@ -52,18 +54,13 @@ impl Chunk {
             f();
         }
     }
-
-    /// Splits the records off, keeping the acknowledgement for later.
-    pub fn take_records(&mut self) -> Vec<LogRecord> {
-        std::mem::take(&mut self.records)
-    }
 }
 
 impl std::fmt::Debug for Chunk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Chunk")
-            .field("records", &self.records.len())
-            .field("bytes", &self.bytes)
+            .field("records", &self.records)
+            .field("bytes", &self.request.len())
             .field("ack", &self.on_ack.is_some())
             .finish()
     }
@@ -102,8 +99,8 @@ pub struct Closed;
 impl Output {
     /// Sends a chunk, waiting while the pipeline is full (back-pressure).
     pub async fn send(&self, chunk: Chunk) -> Result<(), Closed> {
-        let bytes = chunk.bytes;
-        let n = chunk.records.len();
+        let bytes = chunk.bytes();
+        let n = chunk.records;
         self.tx.send(chunk).await.map_err(|_| Closed)?;
         self.metrics.queue_chunks.inc();
         self.metrics.queue_bytes.add(bytes as i64);
@@ -117,8 +114,8 @@ impl Input {
     pub async fn recv(&mut self) -> Option<Chunk> {
         let chunk = self.rx.recv().await?;
         self.metrics.queue_chunks.dec();
-        self.metrics.queue_bytes.sub(chunk.bytes as i64);
-        self.metrics.queue_records.sub(chunk.records.len() as i64);
+        self.metrics.queue_bytes.sub(chunk.bytes() as i64);
+        self.metrics.queue_records.sub(chunk.records as i64);
         Some(chunk)
     }
 
@@ -126,8 +123,8 @@ impl Input {
     pub fn try_recv(&mut self) -> Option<Chunk> {
         let chunk = self.rx.try_recv().ok()?;
         self.metrics.queue_chunks.dec();
-        self.metrics.queue_bytes.sub(chunk.bytes as i64);
-        self.metrics.queue_records.sub(chunk.records.len() as i64);
+        self.metrics.queue_bytes.sub(chunk.bytes() as i64);
+        self.metrics.queue_records.sub(chunk.records as i64);
         Some(chunk)
     }
 }

@@ -7,14 +7,16 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mecha_config::{Compression, Config, SourceKind};
+use mecha_config::{BufferKind, Compression, Config, SourceKind};
 
 use crate::admin::{self, Readiness};
+use crate::buffer::{BufferOptions, WhenFull};
 use crate::forward::grpc::{GrpcDownstream, WireCompression};
 use crate::forward::{self, Downstream, ForwarderOptions};
 use crate::metrics::AgentMetrics;
 use crate::pipeline;
 use crate::sources::tail::{ReadFrom, TailHandle, TailOptions, TailSource};
+use crate::spool::DiskSpool;
 use crate::{AgentError, Shutdown};
 
 /// A running agent.
@@ -24,6 +26,7 @@ pub struct Agent {
     admin_task: Option<tokio::task::JoinHandle<()>>,
     tails: Vec<(String, TailHandle)>,
     forwarder: tokio::task::JoinHandle<()>,
+    spool: Option<DiskSpool>,
     metrics: Arc<AgentMetrics>,
     readiness: Arc<Readiness>,
 }
@@ -31,6 +34,8 @@ pub struct Agent {
 impl Agent {
     /// Starts every component of `config`. Records go to `downstream` when given
     /// (standalone mode), else to `config.agent.forward.endpoint` over OTLP/gRPC.
+    /// The buffer is on disk unless configured otherwise, or unless the
+    /// downstream is in-process (where the store's commit is the safe point).
     pub async fn start(
         config: &Config,
         data_dir: &Path,
@@ -44,6 +49,7 @@ impl Agent {
         let readiness = Arc::new(Readiness::default());
         let shutdown = Shutdown::new();
         let fwd = &config.agent.forward;
+        let in_process = downstream.is_some();
         let downstream: Arc<dyn Downstream> = match downstream {
             Some(d) => d,
             None => Arc::new(
@@ -60,7 +66,37 @@ impl Agent {
                 .map_err(AgentError::Forward)?,
             ),
         };
-        let (output, input) = pipeline::channel(config.agent.queue_chunks, metrics.clone());
+        let queue = config.agent.queue_chunks;
+        let (output, input) = pipeline::channel(queue, metrics.clone());
+        let buffer = &config.agent.buffer;
+        let disk = match buffer.kind {
+            Some(kind) => kind == BufferKind::Disk,
+            None => !in_process,
+        };
+        let (input, spool) = if disk {
+            let options = BufferOptions {
+                dir: data_dir.join("buffer"),
+                max_size: buffer.max_size.0,
+                segment_bytes: buffer.segment_size.0,
+                fsync_interval: buffer.fsync_interval.0,
+                when_full: match buffer.when_full {
+                    mecha_config::WhenFull::Block => WhenFull::Block,
+                    mecha_config::WhenFull::DropNewest => WhenFull::DropNewest,
+                },
+            };
+            let (spool, input) = DiskSpool::start(
+                options,
+                input,
+                queue,
+                metrics.clone(),
+                readiness.clone(),
+                shutdown.clone(),
+            )
+            .await?;
+            (input, Some(spool))
+        } else {
+            (input, None)
+        };
         let forwarder = tokio::spawn(forward::run(
             input,
             downstream,
@@ -110,6 +146,7 @@ impl Agent {
             admin_task,
             tails,
             forwarder,
+            spool,
             metrics,
             readiness,
         })
@@ -138,12 +175,18 @@ impl Agent {
         &self.readiness
     }
 
-    /// Stops reading, delivers what was read (within the forwarder's drain
-    /// deadline) and writes checkpoints.
-    pub async fn shutdown(self) {
+    /// Stops reading, makes what was read safe (in the disk buffer, or
+    /// delivered within the forwarder's drain deadline) and writes checkpoints.
+    pub async fn shutdown(mut self) {
         self.shutdown.cancel();
+        if let Some(spool) = &mut self.spool {
+            spool.writer_done().await;
+        }
         if let Err(e) = self.forwarder.await {
             tracing::error!(error = %e, "forwarder task failed");
+        }
+        if let Some(spool) = self.spool {
+            spool.close().await;
         }
         for (_, t) in self.tails {
             t.join().await;

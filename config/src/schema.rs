@@ -66,10 +66,13 @@ pub struct AgentConfig {
     /// Where records go.
     #[serde(default)]
     pub forward: ForwardConfig,
-    /// Chunks that may wait between the sources and the forwarder (each at most
-    /// a source's chunk size, 1 MiB). Default 3.
+    /// Chunks that may wait in memory between the sources and the forwarder
+    /// (each at most a source's chunk size, 1 MiB). Default 3.
     #[serde(default = "default_queue_chunks")]
     pub queue_chunks: usize,
+    /// Where chunks wait for the forwarder.
+    #[serde(default)]
+    pub buffer: BufferConfig,
 }
 
 impl Default for AgentConfig {
@@ -79,8 +82,75 @@ impl Default for AgentConfig {
             sources: default_sources(),
             forward: ForwardConfig::default(),
             queue_chunks: default_queue_chunks(),
+            buffer: BufferConfig::default(),
         }
     }
+}
+
+/// The agent's buffer between sources and the forwarder.
+///
+/// ```yaml
+/// buffer: { type: disk, max_size: 1GiB, fsync_interval: 500ms, when_full: block }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferConfig {
+    /// `disk`: append-only segments under `<data_dir>/buffer`; a file
+    /// checkpoint advances once its lines are fsynced there, and the agent keeps
+    /// collecting while the aggregator is away. `memory`: chunks wait in memory
+    /// only, and checkpoints advance when the aggregator acknowledges. Default:
+    /// `disk` for `mecha agent`, `memory` for `mecha standalone` (where the
+    /// store is in the same process).
+    #[serde(default, rename = "type")]
+    pub kind: Option<BufferKind>,
+    /// Largest size on disk of what is not yet delivered. Default 1GiB.
+    #[serde(default = "default_buffer_max")]
+    pub max_size: ByteSize,
+    /// Size at which a new segment file is started. Default 64MiB (at most an
+    /// eighth of `max_size`).
+    #[serde(default = "default_segment_size")]
+    pub segment_size: ByteSize,
+    /// Writes are fsynced at most this often (and on shutdown); `0s` fsyncs
+    /// every chunk. Default 500ms.
+    #[serde(default = "default_fsync_interval")]
+    pub fsync_interval: Duration,
+    /// When `max_size` is reached: `block` (default; sources wait, files are
+    /// the buffer) or `drop_newest` (new chunks are dropped and counted).
+    #[serde(default)]
+    pub when_full: WhenFull,
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        BufferConfig {
+            kind: None,
+            max_size: default_buffer_max(),
+            segment_size: default_segment_size(),
+            fsync_interval: default_fsync_interval(),
+            when_full: WhenFull::default(),
+        }
+    }
+}
+
+/// Kinds of buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BufferKind {
+    /// Segments on disk.
+    Disk,
+    /// Memory only.
+    Memory,
+}
+
+/// What a full buffer does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Sources wait.
+    #[default]
+    Block,
+    /// New chunks are dropped and counted.
+    DropNewest,
 }
 
 /// One listener.
@@ -383,6 +453,15 @@ fn default_batch_timeout() -> Duration {
 fn default_request_timeout() -> Duration {
     Duration(std::time::Duration::from_secs(30))
 }
+fn default_buffer_max() -> ByteSize {
+    ByteSize(1 << 30)
+}
+fn default_segment_size() -> ByteSize {
+    ByteSize(64 << 20)
+}
+fn default_fsync_interval() -> Duration {
+    Duration(std::time::Duration::from_millis(500))
+}
 fn default_in_flight() -> usize {
     2
 }
@@ -455,6 +534,22 @@ impl Config {
                 "expected at least 1, found 0".into(),
             ));
         }
+        let buffer = &self.agent.buffer;
+        if buffer.max_size.0 < 1 << 20 {
+            return Err(fail(
+                "agent.buffer.max_size".into(),
+                format!("expected at least 1MiB, found {} bytes", buffer.max_size.0),
+            ));
+        }
+        if buffer.segment_size.0 < 64 << 10 || buffer.segment_size.0 > buffer.max_size.0 {
+            return Err(fail(
+                "agent.buffer.segment_size".into(),
+                format!(
+                    "expected between 64KiB and max_size ({} bytes), found {} bytes",
+                    buffer.max_size.0, buffer.segment_size.0
+                ),
+            ));
+        }
         if self.aggregator.retention_days == 0 {
             return Err(fail(
                 "aggregator.retention_days".into(),
@@ -475,6 +570,29 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         crate::parse("mecha.yaml", text, &no_env)
+    }
+
+    #[test]
+    fn buffer_keys_are_read_and_checked() {
+        let c = parse(
+            "agent:\n  buffer:\n    type: disk\n    max_size: 2GiB\n    fsync_interval: 0s\n    when_full: drop_newest\n",
+        );
+        let Ok(c) = c else {
+            panic!("valid buffer config rejected: {c:?}");
+        };
+        assert_eq!(c.agent.buffer.kind, Some(BufferKind::Disk));
+        assert_eq!(c.agent.buffer.max_size, ByteSize(2 << 30));
+        assert_eq!(c.agent.buffer.fsync_interval.0, std::time::Duration::ZERO);
+        assert_eq!(c.agent.buffer.when_full, WhenFull::DropNewest);
+        let e = parse("agent:\n  buffer:\n    max_size: 1MiB\n    segment_size: 4MiB\n");
+        let msg = e.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            msg.contains("mecha.yaml:4: agent.buffer.segment_size"),
+            "{msg}"
+        );
+        let e = parse("agent:\n  buffer:\n    type: tape\n");
+        let msg = e.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.contains("agent.buffer.type"), "{msg}");
     }
 
     #[test]

@@ -10,10 +10,10 @@ use std::time::Duration;
 use anyhow::Context;
 use futures::future::BoxFuture;
 use mecha_agent::Agent;
-use mecha_agent::forward::{Downstream, ForwardError};
+use mecha_agent::forward::{Batch, Downstream, ForwardError};
 use mecha_aggregator::{Aggregator, AggregatorOptions, Ingest};
 use mecha_config::{Config, GlobPattern, Listen, SourceConfig};
-use mecha_parsers::LogRecord;
+use mecha_parsers::otlp::decode_logs_request;
 
 /// Which roles run in this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,10 +127,17 @@ impl Downstream for InProcess {
         "in_process"
     }
 
-    fn send<'a>(&'a self, records: &'a [LogRecord]) -> BoxFuture<'a, Result<(), ForwardError>> {
+    fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<(), ForwardError>> {
         Box::pin(async move {
+            // Chunks arrive encoded, as they would over the wire; decoding is
+            // cheap next to indexing.
+            let records =
+                decode_logs_request(&batch.request).map_err(|e| ForwardError::Rejected {
+                    sink: "in_process".into(),
+                    reason: e.to_string(),
+                })?;
             self.0
-                .push(records.to_vec())
+                .push(records)
                 .await
                 .map(|_| ())
                 .map_err(|e| ForwardError::Unavailable {

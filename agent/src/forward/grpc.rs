@@ -1,19 +1,18 @@
 //! The OTLP/gRPC downstream: sends batches as `ExportLogsServiceRequest`s to the
 //! aggregator (or any OTLP receiver), compressed with zstd or gzip.
 //!
-//! The request is written to bytes by [`encode_logs_wire`] and handed to tonic
-//! as is, through [`PreEncodedCodec`], rather than built as prost structs and
-//! encoded by the generated `LogsServiceClient`: building the structs was a
-//! measured share of the agent's CPU. This room must not change what goes on
+//! The request arrives already encoded (sources encode as they parse, see
+//! [`crate::pipeline::Chunk`]) and is handed to tonic as is, through
+//! [`PreEncodedCodec`], rather than built as prost structs and encoded by the
+//! generated `LogsServiceClient`: building the structs was a measured share of
+//! the agent's CPU. This room must not change what goes on
 //! the wire (the same method path, message and compression) nor how answers
 //! and errors are classified.
 
 use std::time::Duration;
 
-use bytes::BufMut;
+use bytes::{BufMut, Bytes};
 use futures::future::BoxFuture;
-use mecha_parsers::LogRecord;
-use mecha_parsers::otlp::encode_logs_wire;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use tonic::GrpcMethod;
 use tonic::client::Grpc;
@@ -22,7 +21,7 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
 use tonic_prost::ProstDecoder;
 
-use super::{Downstream, ForwardError};
+use super::{Batch, Downstream, ForwardError};
 use crate::metrics::AgentMetrics;
 
 const SINK: &str = "grpc";
@@ -39,10 +38,10 @@ pub struct PreEncodedCodec;
 pub struct PreEncodedEncoder;
 
 impl Encoder for PreEncodedEncoder {
-    type Item = Vec<u8>;
+    type Item = Bytes;
     type Error = tonic::Status;
 
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
         // One copy into the frame buffer that tonic compresses and limits
         // (`max_encoding_message_size`) in place.
         dst.put_slice(&item);
@@ -51,7 +50,7 @@ impl Encoder for PreEncodedEncoder {
 }
 
 impl Codec for PreEncodedCodec {
-    type Encode = Vec<u8>;
+    type Encode = Bytes;
     type Decode = ExportLogsServiceResponse;
     type Encoder = PreEncodedEncoder;
     type Decoder = ProstDecoder<ExportLogsServiceResponse>;
@@ -115,7 +114,7 @@ impl GrpcDownstream {
 /// client makes it.
 async fn export(
     client: &mut Grpc<Channel>,
-    body: Vec<u8>,
+    body: Bytes,
 ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
     client
         .ready()
@@ -134,12 +133,10 @@ impl Downstream for GrpcDownstream {
         SINK
     }
 
-    fn send<'a>(&'a self, records: &'a [LogRecord]) -> BoxFuture<'a, Result<(), ForwardError>> {
+    fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<(), ForwardError>> {
         let mut client = self.client.clone();
         Box::pin(async move {
-            let mut body = Vec::new();
-            encode_logs_wire(records, &mut body);
-            match export(&mut client, body).await {
+            match export(&mut client, batch.request.clone()).await {
                 Ok(resp) => {
                     if let Some(p) = resp.into_inner().partial_success
                         && p.rejected_log_records > 0
@@ -182,8 +179,8 @@ impl Downstream for GrpcDownstream {
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use mecha_parsers::SourcePosition;
-    use mecha_parsers::otlp::decode_logs;
+    use mecha_parsers::otlp::{decode_logs, encode_logs_wire};
+    use mecha_parsers::{LogRecord, SourcePosition};
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
         LogsService, LogsServiceServer,
@@ -192,6 +189,7 @@ mod tests {
     use tonic::transport::server::TcpIncoming;
 
     use super::*;
+    use crate::pipeline::Chunk;
 
     /// What one export carried: its `grpc-encoding` and its records.
     type Received = Arc<Mutex<Vec<(Option<String>, Vec<LogRecord>)>>>;
@@ -269,7 +267,16 @@ mod tests {
             panic!("endpoint {endpoint} rejected");
         };
         let sent = batch();
-        let result = downstream.send(&sent).await;
+        // Two chunks joined into one batch, as the forwarder joins them.
+        let chunks: Vec<Chunk> = [&sent[..2], &sent[2..]]
+            .into_iter()
+            .map(|records| {
+                let mut request = Vec::new();
+                encode_logs_wire(records, &mut request);
+                Chunk::new(request, records.len(), None)
+            })
+            .collect();
+        let result = downstream.send(&Batch::join(&chunks)).await;
         assert!(result.is_ok(), "send failed: {result:?}");
         let got = received.lock().map(|g| g.clone()).unwrap_or_default();
         assert_eq!(

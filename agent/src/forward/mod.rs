@@ -13,8 +13,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
-use mecha_parsers::LogRecord;
 use tokio::task::JoinHandle;
 
 use crate::Shutdown;
@@ -43,20 +43,50 @@ pub enum ForwardError {
     },
 }
 
+/// One batch: the requests of several chunks joined into one OTLP
+/// `ExportLogsServiceRequest`.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The encoded request.
+    pub request: Bytes,
+    /// How many log records it holds.
+    pub records: usize,
+}
+
+impl Batch {
+    /// Joins the chunks' requests, in order, into one request.
+    fn join(chunks: &[Chunk]) -> Batch {
+        if let [only] = chunks {
+            return Batch {
+                request: only.request.clone(),
+                records: only.records,
+            };
+        }
+        let mut request = BytesMut::with_capacity(chunks.iter().map(Chunk::bytes).sum());
+        for c in chunks {
+            request.extend_from_slice(&c.request);
+        }
+        Batch {
+            request: request.freeze(),
+            records: chunks.iter().map(|c| c.records).sum(),
+        }
+    }
+}
+
 /// Where batches go. `send` resolves only once the downstream has made the
 /// records durable.
 pub trait Downstream: Send + Sync + 'static {
     /// Name for logs and metrics (`grpc`, `in_process`).
     fn name(&self) -> &str;
-    /// Delivers one batch. Records are borrowed so that a failed attempt can be
-    /// retried without keeping a second copy of the batch.
-    fn send<'a>(&'a self, records: &'a [LogRecord]) -> BoxFuture<'a, Result<(), ForwardError>>;
+    /// Delivers one batch. The batch is borrowed so that a failed attempt can
+    /// be retried with the same bytes.
+    fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<(), ForwardError>>;
 }
 
 /// Batching and retry settings.
 #[derive(Debug, Clone)]
 pub struct ForwarderOptions {
-    /// Largest batch, in approximate record bytes.
+    /// Largest batch, in encoded bytes (one chunk alone may exceed it).
     pub batch_max_bytes: usize,
     /// A partly filled batch is sent after this.
     pub batch_timeout: Duration,
@@ -132,17 +162,17 @@ pub async fn run(
             break; // every source has stopped
         };
         let mut chunks = vec![first];
-        let mut bytes = chunks[0].bytes;
+        let mut bytes = chunks[0].bytes();
         let fill_until = tokio::time::Instant::now() + opts.batch_timeout;
         while bytes < opts.batch_max_bytes {
             if let Some(c) = input.try_recv() {
-                bytes += c.bytes;
+                bytes += c.bytes();
                 chunks.push(c);
                 continue;
             }
             match tokio::time::timeout_at(fill_until, input.recv()).await {
                 Ok(Some(c)) => {
-                    bytes += c.bytes;
+                    bytes += c.bytes();
                     chunks.push(c);
                 }
                 Ok(None) | Err(_) => break,
@@ -203,21 +233,21 @@ fn abandon(in_flight: VecDeque<JoinHandle<Delivery>>) {
 /// Sends one batch until it is accepted or the drain deadline after shutdown
 /// passes; the chunks come back for the caller to acknowledge in order.
 async fn deliver(
-    mut chunks: Vec<Chunk>,
+    chunks: Vec<Chunk>,
     downstream: Arc<dyn Downstream>,
     opts: ForwarderOptions,
     metrics: Arc<AgentMetrics>,
     shutdown: Shutdown,
 ) -> Delivery {
-    let records: Vec<LogRecord> = chunks.iter_mut().flat_map(|c| c.take_records()).collect();
-    let n = records.len() as u64;
-    let batch_bytes: usize = chunks.iter().map(|c| c.bytes).sum();
+    let batch = Batch::join(&chunks);
+    let n = batch.records as u64;
+    let batch_bytes = batch.request.len();
     let mut delay = opts.retry_initial;
     let mut attempt: u32 = 0;
     let mut drain_deadline: Option<tokio::time::Instant> = None;
     loop {
         let started = Instant::now();
-        match downstream.send(&records).await {
+        match downstream.send(&batch).await {
             Ok(()) => {
                 metrics
                     .forward_latency
@@ -292,20 +322,39 @@ mod tests {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use mecha_parsers::LogRecord;
+    use mecha_parsers::otlp::{decode_logs_request, encode_logs_wire};
+
     use super::*;
     use crate::pipeline;
+
+    /// A chunk holding one record per body.
+    fn chunk(bodies: &[&str], ack: Option<pipeline::AckFn>) -> Chunk {
+        let records: Vec<LogRecord> = bodies.iter().map(|b| LogRecord::new(*b, 1)).collect();
+        let mut request = Vec::new();
+        encode_logs_wire(&records, &mut request);
+        Chunk::new(request, records.len(), ack)
+    }
+
+    fn bodies(batch: &Batch) -> Vec<String> {
+        decode_logs_request(&batch.request)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.body)
+            .collect()
+    }
 
     /// Fails the first `failures` sends, then stores batches.
     struct Flaky {
         failures: AtomicUsize,
-        got: Mutex<Vec<Vec<LogRecord>>>,
+        got: Mutex<Vec<String>>,
     }
 
     impl Downstream for Flaky {
         fn name(&self) -> &str {
             "flaky"
         }
-        fn send<'a>(&'a self, records: &'a [LogRecord]) -> BoxFuture<'a, Result<(), ForwardError>> {
+        fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<(), ForwardError>> {
             Box::pin(async move {
                 if self.failures.load(Ordering::SeqCst) > 0 {
                     self.failures.fetch_sub(1, Ordering::SeqCst);
@@ -315,7 +364,7 @@ mod tests {
                     });
                 }
                 if let Ok(mut g) = self.got.lock() {
-                    g.push(records.to_vec());
+                    g.extend(bodies(batch));
                 }
                 Ok(())
             })
@@ -341,18 +390,17 @@ mod tests {
         ));
         for i in 0..3 {
             let acked = acked.clone();
-            let rec = LogRecord::new(format!("line {i}"), 1);
             let ack: pipeline::AckFn = Box::new(move || {
                 acked.fetch_add(1, Ordering::SeqCst);
             });
-            assert!(out.send(Chunk::new(vec![rec], Some(ack))).await.is_ok());
+            let body = format!("line {i}");
+            assert!(out.send(chunk(&[&body], Some(ack))).await.is_ok());
         }
         drop(out);
         assert!(task.await.is_ok());
         assert_eq!(acked.load(Ordering::SeqCst), 3);
-        let got = down.got.lock().map(|g| g.concat()).unwrap_or_default();
-        let bodies: Vec<_> = got.iter().map(|r| r.body.as_str()).collect();
-        assert_eq!(bodies, ["line 0", "line 1", "line 2"]);
+        let got = down.got.lock().map(|g| g.clone()).unwrap_or_default();
+        assert_eq!(got, ["line 0", "line 1", "line 2"]);
         assert!(
             metrics
                 .render()
@@ -368,9 +416,9 @@ mod tests {
         fn name(&self) -> &str {
             "uneven"
         }
-        fn send<'a>(&'a self, records: &'a [LogRecord]) -> BoxFuture<'a, Result<(), ForwardError>> {
+        fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<(), ForwardError>> {
             Box::pin(async move {
-                match records.first().map(|r| r.body.as_str()) {
+                match bodies(batch).first().map(String::as_str) {
                     Some("slow") => tokio::time::sleep(Duration::from_secs(5)).await,
                     Some("down") => {
                         return Err(ForwardError::Unavailable {
@@ -411,8 +459,7 @@ mod tests {
                     v.push(b);
                 }
             });
-            let chunk = Chunk::new(vec![LogRecord::new(*body, 1)], Some(ack));
-            assert!(out.send(chunk).await.is_ok());
+            assert!(out.send(chunk(&[body], Some(ack))).await.is_ok());
         }
         if let Some(after) = stop_after {
             tokio::time::sleep(after).await;
@@ -458,11 +505,7 @@ mod tests {
         let ack: pipeline::AckFn = Box::new(move || {
             a.fetch_add(1, Ordering::SeqCst);
         });
-        assert!(
-            out.send(Chunk::new(vec![LogRecord::new("x", 1)], Some(ack)))
-                .await
-                .is_ok()
-        );
+        assert!(out.send(chunk(&["x"], Some(ack))).await.is_ok());
         tokio::time::sleep(Duration::from_secs(60)).await;
         shutdown.cancel();
         assert!(task.await.is_ok());

@@ -525,6 +525,39 @@ mod tests {
     }
 
     #[test]
+    fn batches_arriving_out_of_order_are_all_kept_and_replays_of_either_dropped() {
+        let dir = tempdir();
+        let t = today_start_ns() + HOUR_NS;
+        let batch = |from: u64| {
+            (from..from + 5)
+                .map(|i| {
+                    at(
+                        record(t + i as i64, Severity::Info, "a", &format!("line {i}")),
+                        "file-1",
+                        100 * i,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        {
+            let (_store, mut writer) = open_store(dir.path());
+            // The second batch lands before the first (retries after an outage).
+            let o = writer.write_batches(vec![batch(5), batch(0)]).unwrap();
+            assert_eq!((o[0].accepted, o[1].accepted), (5, 5));
+        }
+        // After a restart, a replay of both (re-chunked) is dropped whole.
+        let (store, mut writer) = open_store(dir.path());
+        let mut replay = batch(0);
+        replay.extend(batch(5));
+        let o = writer.write_batches(vec![replay]).unwrap();
+        assert_eq!((o[0].accepted, o[0].duplicates), (0, 10));
+        assert_eq!(
+            store.search("*", t - 1, t + HOUR_NS, 100).unwrap().total,
+            10
+        );
+    }
+
+    #[test]
     fn uncommitted_marks_do_not_survive_a_crash() {
         let dir = tempdir();
         let t = today_start_ns() + HOUR_NS;

@@ -3,7 +3,15 @@
 //!
 //! High-water marks are kept per day and per stream and travel in each day's
 //! commit payload, so the index and the marks can never disagree after a crash:
-//! a replayed record is recognised exactly when its day committed it. Keying by
+//! a replayed record is recognised exactly when its day committed it.
+//!
+//! A mark is not a single offset but a [`Seen`] set: batches of one stream may
+//! arrive out of order (an agent has two in flight, and after an outage their
+//! retries land in any order), and a single "largest offset" would then take
+//! the earlier batch's records for replays and drop them. Each batch covers a
+//! contiguous range of its stream (sources cut chunks in order and the
+//! forwarder joins consecutive ones), so `Seen` keeps those ranges and folds the
+//! oldest into a plain low mark beyond [`MAX_RUNS`]. Keying by
 //! day as well as by stream matters when one batch spans two days: if only one
 //! day's commit lands before a crash, the other day's records are not wrongly
 //! taken for duplicates on replay.
@@ -24,19 +32,72 @@ use super::{Store, days};
 use crate::metrics::{DiscardReason, Metrics};
 use crate::{Error, IngestOutcome};
 
-/// Per-stream high-water marks: the largest source offset indexed per stream.
-pub type Hwm = BTreeMap<String, u64>;
+/// Per-stream high-water marks: what was indexed of each stream.
+pub type Hwm = BTreeMap<String, Seen>;
+
+/// Ranges kept per stream above the low mark. A batch arriving later than
+/// this many newer batches of its stream would be taken for a replay; an agent
+/// has at most `in_flight` (default 2) batches outstanding.
+pub const MAX_RUNS: usize = 16;
+
+/// The source offsets of one stream already indexed: every offset up to
+/// `low`, and every offset inside one of `runs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    /// Every offset at or below this was indexed (none when `None`).
+    pub low: Option<u64>,
+    /// Disjoint inclusive ranges above `low`, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<(u64, u64)>,
+}
+
+impl Seen {
+    /// Whether a record at `offset` was indexed.
+    pub fn contains(&self, offset: u64) -> bool {
+        self.low.is_some_and(|l| offset <= l)
+            || self.runs.iter().any(|&(a, b)| a <= offset && offset <= b)
+    }
+
+    /// Records that a batch covered `first..=last` of the stream.
+    pub fn insert(&mut self, first: u64, last: u64) {
+        let at = self.runs.partition_point(|&(a, _)| a < first);
+        self.runs.insert(at, (first, last.max(first)));
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(self.runs.len());
+        for (a, b) in self.runs.drain(..) {
+            match merged.last_mut() {
+                Some(prev) if a <= prev.1.saturating_add(1) => prev.1 = prev.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        self.runs = merged;
+        // Runs reaching down to the low mark, and the oldest beyond the cap,
+        // fold into it.
+        while let Some(&(a, b)) = self.runs.first() {
+            let touches = self.low.is_some_and(|l| a <= l.saturating_add(1));
+            if !touches && self.runs.len() <= MAX_RUNS {
+                break;
+            }
+            self.low = Some(self.low.map_or(b, |l| l.max(b)));
+            self.runs.remove(0);
+        }
+    }
+}
 
 /// Memory budget of one day's index writer (tantivy's minimum is 15 MB).
 const WRITER_HEAP_BYTES: usize = 48 * 1024 * 1024;
 
-/// What a day's commit payload holds.
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// What a day's commit payload holds: version 2 keeps [`Seen`] sets under
+/// `seen`; version 1 kept one offset per stream under `hwm`.
+#[derive(Debug, Default, Deserialize)]
 struct Payload {
-    /// Format version, for later migrations.
+    /// Format version.
     version: u32,
-    /// High-water marks of the streams with records in this day.
-    hwm: Hwm,
+    /// Version 1: the largest offset indexed per stream.
+    #[serde(default)]
+    hwm: BTreeMap<String, u64>,
+    /// Version 2: what was indexed per stream.
+    #[serde(default)]
+    seen: Hwm,
 }
 
 /// Reads the high-water marks from a day's commit payload (none yet: empty).
@@ -44,17 +105,27 @@ pub fn parse_payload(day: NaiveDate, payload: Option<&str>) -> Result<Hwm, Error
     let Some(text) = payload else {
         return Ok(Hwm::new());
     };
-    serde_json::from_str::<Payload>(text)
-        .map(|p| p.hwm)
-        .map_err(|e| Error::Payload {
+    let p = serde_json::from_str::<Payload>(text).map_err(|e| Error::Payload {
+        day: days::dir_name(day),
+        found: text.chars().take(64).collect(),
+        reason: e.to_string(),
+    })?;
+    if p.version > 2 {
+        return Err(Error::Payload {
             day: days::dir_name(day),
             found: text.chars().take(64).collect(),
-            reason: e.to_string(),
-        })
+            reason: format!("version {} is newer than this mecha understands (2)", p.version),
+        });
+    }
+    let mut seen = p.seen;
+    for (stream, mark) in p.hwm {
+        seen.entry(stream).or_default().low = Some(mark);
+    }
+    Ok(seen)
 }
 
 fn render_payload(hwm: &Hwm) -> String {
-    let p = serde_json::json!({ "version": 1, "hwm": hwm });
+    let p = serde_json::json!({ "version": 2, "seen": hwm });
     p.to_string()
 }
 
@@ -142,6 +213,8 @@ impl Writer {
         let now = (self.clock)();
         let oldest = days::oldest_kept(days::day_of(now), self.retention_days);
         let mut outcome = IngestOutcome::default();
+        // The range of each (day, stream) this batch covers, replays included.
+        let mut covered: HashMap<(NaiveDate, Arc<str>), (u64, u64)> = HashMap::new();
         for record in records {
             let ts = days::effective_ns(record.timestamp_ns, record.observed_ns, now);
             let day = days::day_of(ts);
@@ -150,15 +223,21 @@ impl Writer {
                 continue;
             }
             if let Some(pos) = &record.position {
-                let hwm = self.pending_hwm(day);
-                match hwm.get(&*pos.stream) {
-                    Some(&mark) if pos.offset <= mark => {
-                        outcome.duplicates += 1;
-                        continue;
-                    }
-                    _ => {
-                        hwm.insert(pos.stream.to_string(), pos.offset);
-                    }
+                let o = pos.offset;
+                let key = (day, pos.stream.clone());
+                // Offsets rise within a stream's part of a batch; one that does
+                // not is a repeat inside the batch.
+                let repeat = covered.get(&key).is_some_and(|&(_, last)| o <= last);
+                let range = covered.entry(key).or_insert((o, o));
+                range.0 = range.0.min(o);
+                range.1 = range.1.max(o);
+                let seen = self
+                    .pending_hwm(day)
+                    .get(&*pos.stream)
+                    .is_some_and(|s| s.contains(o));
+                if seen || repeat {
+                    outcome.duplicates += 1;
+                    continue;
                 }
             }
             let doc = self.store.fields().to_document(record, ts);
@@ -167,6 +246,12 @@ impl Writer {
                 .map_err(|e| Error::index(days::dir_name(day), e))?;
             *self.uncommitted.entry(day).or_default() += 1;
             outcome.accepted += 1;
+        }
+        for ((day, stream), (first, last)) in covered {
+            self.pending_hwm(day)
+                .entry(stream.to_string())
+                .or_default()
+                .insert(first, last);
         }
         self.metrics
             .duplicate_records
@@ -303,12 +388,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn seen_keeps_out_of_order_batches_apart_and_folds_old_ones() {
+        let mut s = Seen::default();
+        assert!(!s.contains(0));
+        s.insert(0, 90);
+        // The batch after next arrives first: the one in between is not seen.
+        s.insert(200, 290);
+        assert!(s.contains(0) && s.contains(90) && s.contains(250));
+        assert!(!s.contains(100) && !s.contains(199) && !s.contains(300));
+        s.insert(100, 190);
+        assert!(s.contains(150));
+        // A replay spanning several ranges merges them.
+        s.insert(50, 250);
+        assert!(s.runs == [(0, 290)] && s.low.is_none(), "{s:?}");
+        // In-order batches beyond the cap fold into the low mark.
+        for i in 0..(MAX_RUNS as u64 + 5) {
+            s.insert(1000 + i * 100, 1000 + i * 100 + 50);
+        }
+        assert_eq!(s.runs.len(), MAX_RUNS);
+        assert_eq!(s.low, Some(1000 + 4 * 100 + 50));
+        assert!(s.contains(1000) && !s.contains(1000 + 5 * 100 - 1));
+    }
+
+    #[test]
     fn payload_round_trips_and_garbage_names_the_day() {
         let day = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
         let mut hwm = Hwm::new();
-        hwm.insert("file-a".into(), 42);
+        let mut seen = Seen::default();
+        seen.insert(10, 42);
+        seen.insert(100, 142);
+        hwm.insert("file-a".into(), seen);
         let text = render_payload(&hwm);
         assert_eq!(parse_payload(day, Some(&text)).unwrap(), hwm);
+        // Version 1 payloads still read: their mark becomes the low mark.
+        let v1 = parse_payload(day, Some(r#"{"version":1,"hwm":{"f":7}}"#)).unwrap();
+        assert_eq!(
+            v1.get("f").map(|s| (s.low, s.contains(7), s.contains(8))),
+            Some((Some(7), true, false))
+        );
         assert_eq!(parse_payload(day, None).unwrap(), Hwm::new());
         let err = parse_payload(day, Some("not json"))
             .err()

@@ -24,7 +24,7 @@ use crate::model::{LogRecord, Resource, Severity, SourcePosition};
 
 pub mod wire;
 
-pub use wire::encode_logs_wire;
+pub use wire::{LogsEncoder, encode_logs_wire};
 
 /// Attribute carrying [`SourcePosition::stream`].
 pub const POSITION_STREAM_KEY: &str = "mecha.source.stream";
@@ -155,6 +155,15 @@ pub fn decode_logs(req: ExportLogsServiceRequest) -> Vec<LogRecord> {
         }
     }
     out
+}
+
+/// Decodes the bytes of an export request (as the agent's chunks and batches
+/// carry them) into records.
+pub fn decode_logs_request(bytes: &[u8]) -> Result<Vec<LogRecord>, crate::ParseError> {
+    use prost::Message;
+    ExportLogsServiceRequest::decode(bytes)
+        .map(decode_logs)
+        .map_err(|e| crate::ParseError::malformed("otlp", e.to_string()))
 }
 
 fn decode_record(lr: OtlpLogRecord, resource: &Resource) -> LogRecord {

@@ -27,8 +27,6 @@
 //! varint space and patch it afterwards: a padded varint is valid protobuf but
 //! not what prost writes, and shrinking it would move the message body.
 
-use std::collections::BTreeMap;
-
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 use serde_json::{Number, Value};
 
@@ -90,82 +88,143 @@ mod tag {
 /// distinct resource in order of first appearance, the source position in the
 /// reserved attributes.
 pub fn encode_logs_wire(records: &[LogRecord], buf: &mut Vec<u8>) {
-    let groups = group_by_resource(records);
-
-    let mut sizes = Vec::with_capacity(records.len() + 1);
-    let mut total = 0;
-    for group in groups.chunk_by(|a, b| a.0 == b.0) {
-        let Some((_, first)) = group.first() else {
-            continue;
-        };
-        let rl_slot = reserve(&mut sizes);
-        let res_slot = reserve(&mut sizes);
-        let res_len = resource_len(&first.resource);
-        fill(&mut sizes, res_slot, res_len);
-        let sl_slot = reserve(&mut sizes);
-        let mut sl_len = field_len(tag::SCOPE_LOGS_SCOPE, scope_len());
-        for (_, r) in group {
-            sl_len += field_len(tag::SCOPE_LOGS_LOG_RECORDS, size_record(r, &mut sizes));
-        }
-        fill(&mut sizes, sl_slot, sl_len);
-        let rl_len = field_len(tag::RESOURCE_LOGS_RESOURCE, res_len)
-            + field_len(tag::RESOURCE_LOGS_SCOPE_LOGS, sl_len);
-        fill(&mut sizes, rl_slot, rl_len);
-        total += field_len(tag::REQUEST_RESOURCE_LOGS, rl_len);
+    let mut enc = LogsEncoder::default();
+    for r in records {
+        enc.push(r);
     }
-
-    buf.reserve(total);
-    let start = buf.len();
-    let mut w = Writer {
-        sizes: &sizes,
-        next: 0,
-        buf,
-    };
-    for group in groups.chunk_by(|a, b| a.0 == b.0) {
-        let Some((_, first)) = group.first() else {
-            continue;
-        };
-        let rl_len = w.take();
-        w.header(tag::REQUEST_RESOURCE_LOGS, rl_len);
-        let res_len = w.take();
-        w.header(tag::RESOURCE_LOGS_RESOURCE, res_len);
-        for (k, v) in first.resource.attributes.iter() {
-            w.leaf_kv(tag::RESOURCE_ATTRIBUTES, k, Leaf::Str(v));
-        }
-        let sl_len = w.take();
-        w.header(tag::RESOURCE_LOGS_SCOPE_LOGS, sl_len);
-        w.header(tag::SCOPE_LOGS_SCOPE, scope_len());
-        w.str_field(tag::SCOPE_NAME, SCOPE_NAME);
-        for (_, r) in group {
-            w.record(r);
-        }
-    }
-    debug_assert_eq!(w.next, sizes.len(), "every size slot is consumed once");
-    debug_assert_eq!(w.buf.len() - start, total, "sizes agree with bytes");
+    enc.finish_into(buf);
 }
 
-/// Records tagged with their resource group and stably sorted by it: groups in
-/// order of first appearance, records in input order within a group — the
-/// same grouping as `encode_logs` (pointer equality first, then attributes).
-fn group_by_resource(records: &[LogRecord]) -> Vec<(usize, &LogRecord)> {
-    let mut firsts: Vec<&Resource> = Vec::new();
-    let mut index: BTreeMap<&BTreeMap<String, String>, usize> = BTreeMap::new();
-    let mut last: Option<usize> = None;
-    let mut tagged = Vec::with_capacity(records.len());
-    for r in records {
-        let g = match last {
-            Some(i) if firsts.get(i).is_some_and(|res| res.same_as(&r.resource)) => i,
-            _ => *index.entry(&r.resource.attributes).or_insert_with(|| {
-                firsts.push(&r.resource);
-                firsts.len() - 1
-            }),
+/// Builds an `ExportLogsServiceRequest` one record at a time, so a source can
+/// encode each record as it is parsed and drop it at once, instead of holding
+/// a batch of [`LogRecord`]s (and measuring their size) until it is sent.
+///
+/// Each record is written when pushed, into the group of its resource; only
+/// the few bytes of the `ResourceLogs`/`ScopeLogs` headers wait for
+/// [`LogsEncoder::finish_into`], which copies each group once behind them.
+/// The result is what [`encode_logs_wire`] writes for the same records.
+#[derive(Debug, Default)]
+pub struct LogsEncoder {
+    groups: Vec<Group>,
+    /// The group of the previous record: consecutive records nearly always
+    /// share a resource.
+    last: Option<usize>,
+    /// Scratch for the size slots of the record being written.
+    sizes: Vec<usize>,
+    records: usize,
+    bytes: usize,
+}
+
+#[derive(Debug)]
+struct Group {
+    resource: Resource,
+    /// Encoded `ScopeLogs.log_records` fields, in push order.
+    records: Vec<u8>,
+}
+
+impl LogsEncoder {
+    /// Encodes `r` at the end of its resource's group.
+    pub fn push(&mut self, r: &LogRecord) {
+        let g = match self.last {
+            Some(i)
+                if self
+                    .groups
+                    .get(i)
+                    .is_some_and(|g| g.resource.same_as(&r.resource)) =>
+            {
+                i
+            }
+            _ => match self
+                .groups
+                .iter()
+                .position(|g| g.resource.attributes == r.resource.attributes)
+            {
+                Some(i) => i,
+                None => {
+                    self.groups.push(Group {
+                        resource: r.resource.clone(),
+                        records: Vec::new(),
+                    });
+                    self.groups.len() - 1
+                }
+            },
         };
-        last = Some(g);
-        tagged.push((g, r));
+        self.last = Some(g);
+        let Some(group) = self.groups.get_mut(g) else {
+            return;
+        };
+        self.sizes.clear();
+        size_record(r, &mut self.sizes);
+        let before = group.records.len();
+        let mut w = Writer {
+            sizes: &self.sizes,
+            next: 0,
+            buf: &mut group.records,
+        };
+        w.record(r);
+        debug_assert_eq!(w.next, self.sizes.len(), "every size slot is consumed once");
+        self.bytes += group.records.len() - before;
+        self.records += 1;
     }
-    // Stable, and linear on the common input of long runs of one source.
-    tagged.sort_by_key(|(g, _)| *g);
-    tagged
+
+    /// Records pushed so far.
+    pub fn records(&self) -> usize {
+        self.records
+    }
+
+    /// Encoded bytes of the records pushed so far (the request adds a few
+    /// header bytes per resource).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether no record was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// Appends the request to `buf` and empties the encoder for reuse.
+    pub fn finish_into(&mut self, buf: &mut Vec<u8>) {
+        let scope = field_len(tag::SCOPE_LOGS_SCOPE, scope_len());
+        let lens: Vec<(usize, usize, usize)> = self
+            .groups
+            .iter()
+            .map(|g| {
+                let res_len = resource_len(&g.resource);
+                let sl_len = scope + g.records.len();
+                let rl_len = field_len(tag::RESOURCE_LOGS_RESOURCE, res_len)
+                    + field_len(tag::RESOURCE_LOGS_SCOPE_LOGS, sl_len);
+                (res_len, sl_len, rl_len)
+            })
+            .collect();
+        let total: usize = lens
+            .iter()
+            .map(|(_, _, rl)| field_len(tag::REQUEST_RESOURCE_LOGS, *rl))
+            .sum();
+        buf.reserve(total);
+        let start = buf.len();
+        let mut w = Writer {
+            sizes: &[],
+            next: 0,
+            buf,
+        };
+        for (g, (res_len, sl_len, rl_len)) in self.groups.iter().zip(lens) {
+            w.header(tag::REQUEST_RESOURCE_LOGS, rl_len);
+            w.header(tag::RESOURCE_LOGS_RESOURCE, res_len);
+            for (k, v) in g.resource.attributes.iter() {
+                w.leaf_kv(tag::RESOURCE_ATTRIBUTES, k, Leaf::Str(v));
+            }
+            w.header(tag::RESOURCE_LOGS_SCOPE_LOGS, sl_len);
+            w.header(tag::SCOPE_LOGS_SCOPE, scope_len());
+            w.str_field(tag::SCOPE_NAME, SCOPE_NAME);
+            w.buf.extend_from_slice(&g.records);
+        }
+        debug_assert_eq!(w.buf.len() - start, total, "sizes agree with bytes");
+        self.groups.clear();
+        self.last = None;
+        self.records = 0;
+        self.bytes = 0;
+    }
 }
 
 fn reserve(sizes: &mut Vec<usize>) -> usize {
@@ -476,6 +535,7 @@ impl Writer<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -486,6 +546,22 @@ mod tests {
     use super::*;
     use crate::model::SourcePosition;
     use crate::otlp::{decode_logs, encode_logs};
+
+    /// Records tagged with their resource group and stably sorted by it:
+    /// groups in order of first appearance, records in input order within a
+    /// group — the grouping `encode_logs` makes.
+    fn group_by_resource(records: &[LogRecord]) -> Vec<(usize, &LogRecord)> {
+        let mut index: BTreeMap<&BTreeMap<String, String>, usize> = BTreeMap::new();
+        let mut tagged: Vec<(usize, &LogRecord)> = records
+            .iter()
+            .map(|r| {
+                let next = index.len();
+                (*index.entry(&r.resource.attributes).or_insert(next), r)
+            })
+            .collect();
+        tagged.sort_by_key(|(g, _)| *g);
+        tagged
+    }
 
     /// Asserts the wire bytes are prost's bytes for `encode_logs`, and that
     /// prost decodes them to the same request.
@@ -683,6 +759,33 @@ mod tests {
         ) {
             let buf = assert_same_as_prost(&records);
             prop_assert_eq!(decoded(&buf), grouped(&records));
+        }
+
+        /// A reused encoder writes each batch as a fresh one would, and two
+        /// requests written back to back decode as one request holding both:
+        /// what lets the forwarder join buffered requests without re-encoding.
+        #[test]
+        fn reused_encoder_and_concatenated_requests(
+            a in prop::collection::vec(record(resources()), 0..20),
+            b in prop::collection::vec(record(resources()), 0..20),
+        ) {
+            let mut enc = LogsEncoder::default();
+            let mut joined = Vec::new();
+            for batch in [&a, &b] {
+                for r in batch.iter() {
+                    enc.push(r);
+                }
+                prop_assert_eq!(enc.records(), batch.len());
+                let mut alone = Vec::new();
+                encode_logs_wire(batch, &mut alone);
+                let before = joined.len();
+                enc.finish_into(&mut joined);
+                prop_assert!(enc.is_empty());
+                prop_assert_eq!(&joined[before..], &alone[..]);
+            }
+            let mut expected = grouped(&a);
+            expected.extend(grouped(&b));
+            prop_assert_eq!(decoded(&joined), expected);
         }
     }
 }

@@ -1,8 +1,9 @@
 //! Grouping records into chunks and wiring each chunk's acknowledgement to the
 //! checkpoints.
 //!
-//! A chunk holds at most `max_bytes` of records (one record alone may exceed
-//! it) and is sealed after `max_delay`. Its acknowledgement advances each
+//! Records are encoded as they arrive and dropped at once. A chunk is sealed
+//! when it reaches `max_bytes` of encoded records (so it exceeds the limit by
+//! at most its last record) and after `max_delay`. Its acknowledgement advances each
 //! file's checkpoint to the commit offsets the decoder emitted with the chunk's
 //! records, never further. This module does no I/O.
 
@@ -11,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mecha_parsers::LogRecord;
+use mecha_parsers::otlp::LogsEncoder;
 use tokio::time::Instant;
 
 use super::checkpoint::AckBook;
@@ -36,8 +37,7 @@ impl Drop for Alive {
 
 /// The chunk being filled.
 pub(super) struct ChunkBuilder {
-    records: Vec<LogRecord>,
-    bytes: usize,
+    encoder: LogsEncoder,
     commits: HashMap<Arc<str>, u64>,
     /// The latest commit, kept out of the map: commits come once per line,
     /// nearly always for the same file as the one before.
@@ -53,8 +53,7 @@ impl ChunkBuilder {
     /// An empty builder.
     pub fn new(max_bytes: usize, max_delay: Duration, book: Arc<Mutex<AckBook>>) -> Self {
         ChunkBuilder {
-            records: Vec::new(),
-            bytes: 0,
+            encoder: LogsEncoder::default(),
             commits: HashMap::new(),
             last_commit: None,
             started: None,
@@ -70,8 +69,8 @@ impl ChunkBuilder {
         self.alive.clone()
     }
 
-    /// Adds a record or a commit offset; returns a full chunk when the record
-    /// does not fit in the current one.
+    /// Adds a record or a commit offset; returns the current chunk, sealed,
+    /// when it is full as the record arrives.
     ///
     /// Sealing happens only before a record is added, so a commit offset always
     /// lands in the chunk holding the records it covers (or a later one).
@@ -89,17 +88,15 @@ impl ChunkBuilder {
                 None
             }
             Item::Record(record) => {
-                let size = record.approx_bytes();
-                let sealed = if !self.records.is_empty() && self.bytes + size > self.max_bytes {
+                let sealed = if self.encoder.bytes() >= self.max_bytes {
                     self.seal()
                 } else {
                     None
                 };
-                if self.records.is_empty() {
+                if self.encoder.is_empty() {
                     self.started = Some(now);
                 }
-                self.bytes += size;
-                self.records.push(record);
+                self.encoder.push(&record);
                 sealed
             }
         }
@@ -118,15 +115,16 @@ impl ChunkBuilder {
     /// The current chunk, if it holds records. Commit offsets without records
     /// stay for the next chunk.
     pub fn seal(&mut self) -> Option<Chunk> {
-        if self.records.is_empty() {
+        if self.encoder.is_empty() {
             return None;
         }
-        let records = std::mem::take(&mut self.records);
+        let records = self.encoder.records();
+        let mut request = Vec::with_capacity(self.encoder.bytes() + 512);
+        self.encoder.finish_into(&mut request);
         if let Some((s, o)) = self.last_commit.take() {
             self.merge_commit(s, o);
         }
         let commits = std::mem::take(&mut self.commits);
-        let bytes = std::mem::take(&mut self.bytes);
         self.started = None;
         let book = self.book.clone();
         let alive = Alive::new(&self.alive);
@@ -137,12 +135,14 @@ impl ChunkBuilder {
                 book.ack(&stream, offset);
             }
         });
-        Some(Chunk::with_bytes(records, bytes, Some(ack)))
+        Some(Chunk::new(request, records, Some(ack)))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use mecha_parsers::LogRecord;
+
     use super::*;
     use std::path::Path;
 
@@ -156,7 +156,7 @@ mod tests {
         book.lock()
             .unwrap_or_else(|e| e.into_inner())
             .register("f", Path::new("/f"), 0);
-        let mut b = ChunkBuilder::new(150, Duration::from_millis(200), book.clone());
+        let mut b = ChunkBuilder::new(10, Duration::from_millis(200), book.clone());
         let now = Instant::now();
         let stream: Arc<str> = Arc::from("f");
         assert!(b.push(record("a"), now).is_none());
@@ -170,7 +170,8 @@ mod tests {
             )
             .is_none()
         );
-        // The second record does not fit: the first chunk is sealed with commit 10.
+        // The first chunk is full: it is sealed with commit 10 as the second
+        // record arrives.
         let first = b.push(record(&"b".repeat(100)), now);
         b.push(Item::Commit { stream, offset: 20 }, now);
         let second = b.seal();

@@ -74,8 +74,8 @@ impl Running {
         let deadline = tokio::time::Instant::now() + WAIT;
         while got.len() < n {
             match tokio::time::timeout_at(deadline, self.input.recv()).await {
-                Ok(Some(mut chunk)) => {
-                    got.extend(chunk.take_records());
+                Ok(Some(chunk)) => {
+                    got.extend(decoded(&chunk));
                     if ack {
                         chunk.ack();
                     }
@@ -99,7 +99,7 @@ impl Running {
             Err(_) => Ok(()),
             Ok(None) => Ok(()),
             Ok(Some(chunk)) => {
-                let bodies: Vec<String> = chunk.records.iter().map(|r| r.body.clone()).collect();
+                let bodies: Vec<String> = decoded(&chunk).into_iter().map(|r| r.body).collect();
                 Err(format!("expected no more records, found {bodies:?}"))
             }
         }
@@ -108,6 +108,14 @@ impl Running {
     async fn stop(self) {
         self.shutdown.cancel();
         self.handle.join().await;
+    }
+}
+
+/// The records of a chunk, as the aggregator will see them.
+fn decoded(chunk: &Chunk) -> Vec<LogRecord> {
+    match mecha_parsers::otlp::decode_logs_request(&chunk.request) {
+        Ok(records) => records,
+        Err(e) => panic!("a chunk that does not decode: {e}"),
     }
 }
 

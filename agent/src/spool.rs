@@ -1,0 +1,558 @@
+//! The spool: where encoded chunks wait between the sources and the forwarder.
+//!
+//! With a **memory** buffer there is no spool: the sources' bounded channel
+//! feeds the forwarder, and a chunk is acknowledged to its source when the
+//! downstream acknowledges it.
+//!
+//! With a **disk** buffer, two tasks sit in between:
+//!
+//! - the *writer* appends each chunk to the [`DiskBuffer`] and acknowledges it
+//!   to its source once the buffer reports it fsynced (so a file checkpoint
+//!   never passes a line that is neither durable here nor delivered);
+//! - the *reader* hands buffered records to the forwarder as chunks whose
+//!   acknowledgement releases buffer space.
+//!
+//! The sources then never wait for the aggregator: while it is away the buffer
+//! grows, up to `max_size`, and then sources wait (`block`) or new chunks are
+//! dropped and counted (`drop_newest`). When a write fails (disk full, read-only
+//! data dir) the writer reports it on `/ready`, holds the chunk and retries;
+//! the sources wait behind it, so the files are the buffer until space returns.
+//!
+//! A buffered record is the chunk's record count (u32, little endian) followed
+//! by its encoded OTLP request, so the forwarder can count records without
+//! decoding.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::task::JoinHandle;
+
+use crate::Shutdown;
+use crate::admin::Readiness;
+use crate::buffer::{Appended, BufferError, BufferOptions, BufferReader, BufferStats, DiskBuffer};
+use crate::metrics::{AgentMetrics, reason};
+use crate::pipeline::{self, Chunk, Input, Output};
+
+const COMPONENT: &str = "buffer";
+/// The readiness entry of the buffer.
+const READINESS: &str = "buffer";
+/// How long writes and reads are retried apart, at most.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// After shutdown is requested, how long an append may still wait for space.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// A running disk spool.
+pub struct DiskSpool {
+    buffer: DiskBuffer,
+    writer: JoinHandle<()>,
+    reader: JoinHandle<()>,
+    stats: JoinHandle<()>,
+}
+
+impl DiskSpool {
+    /// Opens the buffer, recovering what a crash left, and starts the writer
+    /// (consuming `input`) and the reader; returns the input of the forwarder.
+    pub async fn start(
+        options: BufferOptions,
+        input: Input,
+        queue_chunks: usize,
+        metrics: Arc<AgentMetrics>,
+        readiness: Arc<Readiness>,
+        shutdown: Shutdown,
+    ) -> Result<(DiskSpool, Input), BufferError> {
+        let dir = options.dir.clone();
+        let (buffer, reader, report) = DiskBuffer::open(options).await?;
+        if report.truncated_bytes > 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                bytes = report.truncated_bytes,
+                at = report.truncation.as_deref().unwrap_or(""),
+                "buffer: cut a torn tail left by a crash; its chunks are read again from their files"
+            );
+        }
+        tracing::info!(
+            dir = %dir.display(),
+            segments = report.segments,
+            resume_after = report.resume_after,
+            next = report.next_seq,
+            "buffer opened"
+        );
+        let (output, forward_input) = pipeline::channel(queue_chunks, metrics.clone());
+        let writer = tokio::spawn(write(
+            buffer.clone(),
+            input,
+            metrics.clone(),
+            readiness,
+            shutdown.clone(),
+        ));
+        let reader = tokio::spawn(read(
+            Arc::new(reader),
+            output,
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        let stats = tokio::spawn(publish_stats(buffer.clone(), metrics, shutdown));
+        Ok((
+            DiskSpool {
+                buffer,
+                writer,
+                reader,
+                stats,
+            },
+            forward_input,
+        ))
+    }
+
+    /// Waits for the writer to finish (every source has stopped and what they
+    /// sent is durable and acknowledged).
+    pub async fn writer_done(&mut self) {
+        if let Err(e) = (&mut self.writer).await {
+            tracing::error!(error = %e, "buffer writer task failed");
+        }
+    }
+
+    /// After the forwarder has stopped: stops the reader and persists the
+    /// buffer's acknowledgement.
+    pub async fn close(self) {
+        if let Err(e) = self.reader.await {
+            tracing::error!(error = %e, "buffer reader task failed");
+        }
+        if let Err(e) = self.buffer.sync().await {
+            tracing::error!(error = %e, "buffer: final sync failed; undelivered chunks may be sent twice after restart");
+        }
+        if let Err(e) = self.stats.await {
+            tracing::error!(error = %e, "buffer stats task failed");
+        }
+    }
+}
+
+/// The payload of one buffered chunk.
+fn encode(chunk: &Chunk, out: &mut Vec<u8>) {
+    out.clear();
+    let records = u32::try_from(chunk.records).unwrap_or(u32::MAX);
+    out.extend_from_slice(&records.to_le_bytes());
+    out.extend_from_slice(&chunk.request);
+}
+
+/// The chunk of one buffered payload: record count and request.
+fn decode(payload: Vec<u8>) -> (usize, Bytes) {
+    let payload = Bytes::from(payload);
+    match payload.get(..4).and_then(|h| <[u8; 4]>::try_from(h).ok()) {
+        Some(h) => (u32::from_le_bytes(h) as usize, payload.slice(4..)),
+        // Never written by `encode`; CRC-checked by the buffer. Sent as an
+        // empty request rather than dropped, so acknowledgements stay in order.
+        None => (0, Bytes::new()),
+    }
+}
+
+/// The writer: appends chunks and acknowledges them to their sources once
+/// durable, in order.
+async fn write(
+    buffer: DiskBuffer,
+    mut input: Input,
+    metrics: Arc<AgentMetrics>,
+    readiness: Arc<Readiness>,
+    shutdown: Shutdown,
+) {
+    let mut durable = buffer.durable();
+    let mut pending: VecDeque<(u64, Chunk)> = VecDeque::new();
+    let mut payload = Vec::new();
+    loop {
+        let chunk = tokio::select! {
+            biased;
+            changed = durable.changed() => {
+                if changed.is_err() {
+                    break; // the buffer stopped
+                }
+                let upto = *durable.borrow_and_update();
+                release(&mut pending, upto);
+                continue;
+            }
+            chunk = input.recv() => chunk,
+        };
+        let Some(chunk) = chunk else {
+            break; // every source has stopped
+        };
+        encode(&chunk, &mut payload);
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let appended = tokio::select! {
+                r = buffer.append(&payload) => r,
+                _ = async {
+                    shutdown.cancelled().await;
+                    tokio::time::sleep(SHUTDOWN_GRACE).await;
+                } => {
+                    // Full, or failing, at shutdown: the chunk stays unacknowledged
+                    // and its lines are read again after restart.
+                    tracing::warn!("buffer: gave up a chunk at shutdown; it will be read again");
+                    return finish(&buffer, pending, &mut durable).await;
+                }
+            };
+            match appended {
+                Ok(Appended::Written { seq }) => {
+                    if delay > Duration::from_millis(100) {
+                        tracing::info!("buffer: writes succeed again");
+                    }
+                    readiness.set_problem(READINESS, None);
+                    pending.push_back((seq, chunk));
+                    break;
+                }
+                Ok(Appended::Dropped) => {
+                    metrics
+                        .discarded
+                        .with_label_values(&[COMPONENT, reason::BUFFER_FULL])
+                        .inc_by(chunk.records as u64);
+                    // Dropped by policy: the source may move past these lines.
+                    chunk.ack();
+                    break;
+                }
+                Err(e @ BufferError::TooLarge { .. }) => {
+                    metrics
+                        .discarded
+                        .with_label_values(&[COMPONENT, reason::BUFFER_TOO_LARGE])
+                        .inc_by(chunk.records as u64);
+                    tracing::error!(error = %e, records = chunk.records, "buffer: chunk dropped");
+                    chunk.ack();
+                    break;
+                }
+                Err(e) => {
+                    metrics
+                        .errors
+                        .with_label_values(&[COMPONENT, "write"])
+                        .inc();
+                    if delay == Duration::from_millis(100) {
+                        tracing::error!(error = %e, "buffer: write failed; sources wait, retrying");
+                    }
+                    readiness.set_problem(READINESS, Some(e.to_string()));
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                    delay = (delay * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+    finish(&buffer, pending, &mut durable).await;
+}
+
+/// Makes what was written durable and acknowledges it.
+async fn finish(
+    buffer: &DiskBuffer,
+    mut pending: VecDeque<(u64, Chunk)>,
+    durable: &mut tokio::sync::watch::Receiver<u64>,
+) {
+    if pending.is_empty() {
+        return;
+    }
+    match buffer.sync().await {
+        Ok(()) => release(&mut pending, *durable.borrow_and_update()),
+        Err(e) => tracing::error!(
+            error = %e,
+            chunks = pending.len(),
+            "buffer: final sync failed; those lines will be read again after restart"
+        ),
+    }
+}
+
+/// Acknowledges, in order, the chunks at or below the durable sequence.
+fn release(pending: &mut VecDeque<(u64, Chunk)>, durable: u64) {
+    while pending.front().is_some_and(|(seq, _)| *seq <= durable) {
+        if let Some((_, chunk)) = pending.pop_front() {
+            chunk.ack();
+        }
+    }
+}
+
+/// The reader: hands buffered chunks to the forwarder until shutdown.
+async fn read(
+    reader: Arc<BufferReader>,
+    output: Output,
+    metrics: Arc<AgentMetrics>,
+    shutdown: Shutdown,
+) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let next = tokio::select! {
+            r = reader.next() => r,
+            // What is buffered is safe: no need to drain it before stopping.
+            _ = shutdown.cancelled() => return,
+        };
+        match next {
+            Ok(record) => {
+                delay = Duration::from_millis(100);
+                let seq = record.seq;
+                let (records, request) = decode(record.payload);
+                let r = reader.clone();
+                let ack: pipeline::AckFn = Box::new(move || r.ack(seq));
+                if output
+                    .send(Chunk::new(request, records, Some(ack)))
+                    .await
+                    .is_err()
+                {
+                    return; // the forwarder stopped
+                }
+            }
+            Err(BufferError::Stopped) => return,
+            Err(e) => {
+                metrics.errors.with_label_values(&[COMPONENT, "read"]).inc();
+                tracing::error!(error = %e, "buffer: read failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                delay = (delay * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// Copies the buffer's counts into the metrics every second, and once more at
+/// shutdown.
+async fn publish_stats(buffer: DiskBuffer, metrics: Arc<AgentMetrics>, shutdown: Shutdown) {
+    let mut last = BufferStats::default();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let stop = tokio::select! {
+            _ = tick.tick() => false,
+            _ = shutdown.cancelled() => true,
+        };
+        let now = buffer.stats();
+        metrics.record_buffer(&last, &now);
+        last = now;
+        if stop {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use mecha_parsers::LogRecord;
+    use mecha_parsers::otlp::{decode_logs_request, encode_logs_wire};
+
+    use super::*;
+    use crate::buffer::WhenFull;
+
+    fn chunk(body: &str, acked: &Arc<AtomicUsize>) -> Chunk {
+        let mut request = Vec::new();
+        encode_logs_wire(&[LogRecord::new(body, 1)], &mut request);
+        let a = acked.clone();
+        Chunk::new(
+            request,
+            1,
+            Some(Box::new(move || {
+                a.fetch_add(1, Ordering::SeqCst);
+            })),
+        )
+    }
+
+    fn body(c: &Chunk) -> String {
+        decode_logs_request(&c.request)
+            .ok()
+            .and_then(|r| r.into_iter().next())
+            .map(|r| r.body)
+            .unwrap_or_default()
+    }
+
+    struct Running {
+        out: Output,
+        forward: Input,
+        spool: DiskSpool,
+        shutdown: Shutdown,
+        metrics: Arc<AgentMetrics>,
+        readiness: Arc<Readiness>,
+    }
+
+    async fn start(options: BufferOptions) -> Running {
+        let metrics = Arc::new(AgentMetrics::new());
+        let readiness = Arc::new(Readiness::default());
+        let shutdown = Shutdown::new();
+        let (out, input) = pipeline::channel(2, metrics.clone());
+        let started = DiskSpool::start(
+            options,
+            input,
+            2,
+            metrics.clone(),
+            readiness.clone(),
+            shutdown.clone(),
+        )
+        .await;
+        let Ok((spool, forward)) = started else {
+            panic!("cannot open the buffer");
+        };
+        Running {
+            out,
+            forward,
+            spool,
+            shutdown,
+            metrics,
+            readiness,
+        }
+    }
+
+    async fn stop(r: Running) {
+        r.shutdown.cancel();
+        drop(r.out);
+        let mut spool = r.spool;
+        spool.writer_done().await;
+        drop(r.forward);
+        spool.close().await;
+    }
+
+    #[tokio::test]
+    async fn chunks_are_acked_to_sources_once_durable_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let acked = Arc::new(AtomicUsize::new(0));
+        let mut r = start(BufferOptions::new(dir.path())).await;
+        for b in ["a", "b", "c"] {
+            assert!(r.out.send(chunk(b, &acked)).await.is_ok());
+        }
+        // Acknowledged to the source without anything delivered downstream.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while acked.load(Ordering::SeqCst) < 3 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(acked.load(Ordering::SeqCst), 3);
+        // The forwarder gets them in order; it delivers only the first.
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            match r.forward.recv().await {
+                Some(c) => got.push(c),
+                None => panic!("reader stopped"),
+            }
+        }
+        assert_eq!(got.iter().map(body).collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(got.iter().map(|c| c.records).sum::<usize>(), 3);
+        let mut rest = got.split_off(1);
+        for c in got {
+            c.ack();
+        }
+        rest.clear(); // not delivered: no ack
+        stop(r).await;
+
+        // After a restart, the undelivered ones come again, and only they.
+        let mut r = start(BufferOptions::new(dir.path())).await;
+        let mut again = Vec::new();
+        for _ in 0..2 {
+            match tokio::time::timeout(Duration::from_secs(10), r.forward.recv()).await {
+                Ok(Some(c)) => again.push(body(&c)),
+                _ => panic!("buffered chunks were not handed out again"),
+            }
+        }
+        assert_eq!(again, ["b", "c"]);
+        stop(r).await;
+    }
+
+    #[tokio::test]
+    async fn drop_newest_acks_and_counts_what_does_not_fit() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let acked = Arc::new(AtomicUsize::new(0));
+        let mut options = BufferOptions::new(dir.path());
+        options.max_size = 200;
+        options.segment_bytes = 200;
+        options.when_full = WhenFull::DropNewest;
+        let r = start(options).await;
+        let big = "x".repeat(120);
+        for _ in 0..3 {
+            assert!(r.out.send(chunk(&big, &acked)).await.is_ok());
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while acked.load(Ordering::SeqCst) < 3 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(acked.load(Ordering::SeqCst), 3);
+        let text = r.metrics.render();
+        assert!(
+            text.contains(
+                "mecha_component_discarded_events_total{component=\"buffer\",reason=\"buffer_full\"} 2"
+            ),
+            "{text}"
+        );
+        stop(r).await;
+    }
+
+    #[tokio::test]
+    async fn a_failing_disk_holds_the_chunk_reports_not_ready_and_resumes() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mnt = dir.path().join("small");
+        std::fs::create_dir_all(&mnt).unwrap_or_else(|e| panic!("{e}"));
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(&mnt)
+            .status();
+        assert!(
+            mounted.is_ok_and(|s| s.success()),
+            "this test needs root to mount a small tmpfs"
+        );
+        struct Unmount(std::path::PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount")
+                    .arg("-l")
+                    .arg(&self.0)
+                    .status();
+            }
+        }
+        let _unmount = Unmount(mnt.clone());
+        let acked = Arc::new(AtomicUsize::new(0));
+        let mut options = BufferOptions::new(&mnt);
+        options.segment_bytes = 16 << 10;
+        let mut r = start(options).await;
+        // Fill the disk with a file that is not the buffer's.
+        let filler = mnt.join("filler");
+        let _ = std::fs::write(&filler, vec![0u8; 60 << 10]);
+        let body = "y".repeat(8 << 10);
+        assert!(r.out.send(chunk(&body, &acked)).await.is_ok());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let not_ready = || {
+            r.readiness
+                .snapshot()
+                .1
+                .get(READINESS)
+                .is_some_and(|p| p.contains("write failed"))
+        };
+        while !not_ready() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(not_ready(), "{:?}", r.readiness.snapshot());
+        assert_eq!(acked.load(Ordering::SeqCst), 0);
+        // Space returns: the held chunk is written, acknowledged and handed out.
+        std::fs::remove_file(&filler).unwrap_or_else(|e| panic!("{e}"));
+        match tokio::time::timeout(Duration::from_secs(30), r.forward.recv()).await {
+            Ok(Some(c)) => assert_eq!(body_len(&c), body.len()),
+            _ => panic!("the held chunk never reached the forwarder"),
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while acked.load(Ordering::SeqCst) < 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(acked.load(Ordering::SeqCst), 1);
+        assert!(r.readiness.snapshot().1.is_empty());
+        assert!(
+            r.metrics
+                .render()
+                .contains("mecha_component_errors_total{component=\"buffer\",kind=\"write\"}")
+        );
+        stop(r).await;
+    }
+
+    fn body_len(c: &Chunk) -> usize {
+        body(c).len()
+    }
+
+    #[test]
+    fn payloads_round_trip_and_a_short_one_is_an_empty_chunk() {
+        let acked = Arc::new(AtomicUsize::new(0));
+        let c = chunk("hello", &acked);
+        let mut p = Vec::new();
+        encode(&c, &mut p);
+        let (n, request) = decode(p);
+        assert_eq!((n, request), (1, c.request.clone()));
+        assert_eq!(decode(vec![1, 2]), (0, Bytes::new()));
+    }
+}

@@ -1,0 +1,227 @@
+//! The agent's disk buffer, end to end: the agent keeps collecting while the
+//! aggregator is away (the buffer grows, then drains), and a full disk makes
+//! it not ready without losing anything — the files wait until space returns.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Mecha, append, cri_ts, search, total, wait_for};
+
+/// A free local port for a process started later.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+fn metric(admin: &str, name: &str) -> Option<f64> {
+    let text = reqwest::blocking::get(format!("http://{admin}/metrics"))
+        .and_then(|r| r.text())
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn ready(admin: &str) -> (u16, String) {
+    match reqwest::blocking::get(format!("http://{admin}/ready")) {
+        Ok(r) => (r.status().as_u16(), r.text().unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+fn write_lines(file: &Path, tag: &str, from: usize, to: usize) {
+    let mut text = String::new();
+    for i in from..to {
+        text.push_str(&format!(
+            "{} stdout F {tag} line {i} {}\n",
+            cri_ts(Duration::from_secs(60)),
+            "p".repeat(200)
+        ));
+    }
+    append(file, &text);
+}
+
+fn agent_config(dir: &Path, logs: &Path, grpc_port: u16) -> PathBuf {
+    let path = dir.join("agent.yaml");
+    let text = format!(
+        "agent:\n  sources:\n    app:\n      type: tail\n      include: [\"{}/*.log\"]\n  forward:\n    endpoint: http://127.0.0.1:{grpc_port}\n  buffer:\n    type: disk\n    segment_size: 64KiB\n    fsync_interval: 100ms\n",
+        logs.display()
+    );
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    path
+}
+
+fn start_aggregator(data: &Path, port: u16) -> Mecha {
+    Mecha::start(
+        "aggregator",
+        data,
+        &[
+            "--grpc",
+            &format!("127.0.0.1:{port}"),
+            "--http",
+            "127.0.0.1:0",
+        ],
+    )
+}
+
+#[test]
+fn the_buffer_grows_while_the_aggregator_is_away_and_drains_when_it_returns() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap_or_else(|e| panic!("{e}"));
+    let file = logs.join("app.log");
+    let port = free_port();
+    let config = agent_config(tmp.path(), &logs, port);
+    let agent = Mecha::start(
+        "agent",
+        &tmp.path().join("agent"),
+        &[
+            "--config",
+            config.to_str().unwrap_or_default(),
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let admin = agent.addr("admin");
+    write_lines(&file, "away", 0, 2000);
+
+    // No aggregator: the lines are in the buffer, and the checkpoint has
+    // moved past them (the file is no longer what holds them).
+    wait_for(
+        "the buffer to hold 2000 lines",
+        Duration::from_secs(60),
+        || {
+            let lag = metric(&admin, "mecha_tail_checkpoint_lag_bytes")?;
+            let bytes = metric(&admin, "mecha_buffer_bytes")?;
+            (lag == 0.0 && bytes > 400_000.0).then_some(())
+        },
+    );
+
+    let aggregator = start_aggregator(&tmp.path().join("agg"), port);
+    let http = aggregator.addr("http");
+    wait_for("2000 lines indexed", Duration::from_secs(90), || {
+        (total(&search(&http, "away", 1)) == 2000).then_some(())
+    });
+    wait_for("the buffer to drain", Duration::from_secs(30), || {
+        (metric(&admin, "mecha_buffer_chunks")? == 0.0).then_some(())
+    });
+    assert_eq!(total(&search(&http, "away", 1)), 2000, "nothing duplicated");
+    agent.stop();
+    aggregator.stop();
+}
+
+/// Unmounts (lazily) on drop, so a failing test leaves no mount behind.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &Path, size: &str) -> Mount {
+        std::fs::create_dir_all(at).unwrap_or_else(|e| panic!("{e}"));
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "this test needs root to mount a small tmpfs at {}",
+            at.display()
+        );
+        Mount(at.to_path_buf())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_makes_the_agent_unready_and_it_resumes_without_loss() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap_or_else(|e| panic!("{e}"));
+    let file = logs.join("app.log");
+    let data = tmp.path().join("agent");
+    let _mount = Mount::tmpfs(&data, "4m");
+    let port = free_port();
+    let config = agent_config(tmp.path(), &logs, port);
+    let agent = Mecha::start(
+        "agent",
+        &data,
+        &[
+            "--config",
+            config.to_str().unwrap_or_default(),
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let admin = agent.addr("admin");
+
+    // About 10 MB of lines (chunks of up to 1 MiB): more than twice what
+    // the data dir can hold.
+    let lines = 40_000;
+    write_lines(&file, "full", 0, lines);
+    wait_for(
+        "the agent to report the full disk",
+        Duration::from_secs(60),
+        || {
+            let (status, body) = ready(&admin);
+            (status == 503 && body.contains("buffer") && body.contains("write failed"))
+                .then_some(())
+        },
+    );
+
+    // The aggregator comes: the buffer drains, space returns, reading resumes.
+    let aggregator = start_aggregator(&tmp.path().join("agg"), port);
+    let http = aggregator.addr("http");
+    let mut last = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = total(&search(&http, "full", 1));
+        if now != last {
+            eprintln!("indexed {now} of {lines}");
+            last = now;
+        }
+        if now >= lines as u64 {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let m = reqwest::blocking::get(format!("http://{admin}/metrics"))
+                .and_then(|r| r.text())
+                .unwrap_or_default();
+            let m: Vec<&str> = m
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.contains("bucket"))
+                .collect();
+            eprintln!("METRICS\n{}", m.join("\n"));
+            let ls = Command::new("ls")
+                .arg("-la")
+                .arg(data.join("buffer"))
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+                .unwrap_or_default();
+            eprintln!("LS\n{ls}");
+            panic!("stuck at {now}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_for(
+        "the agent to be ready again",
+        Duration::from_secs(30),
+        || (ready(&admin).0 == 200).then_some(()),
+    );
+    assert_eq!(
+        total(&search(&http, "full", 1)),
+        lines as u64,
+        "nothing duplicated"
+    );
+    agent.stop();
+    aggregator.stop();
+}
