@@ -136,6 +136,27 @@ impl Mount {
     }
 }
 
+impl Mount {
+    fn read_only_bind(at: &Path) -> Mount {
+        let bound = Command::new("mount")
+            .arg("--bind")
+            .arg(at)
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(bound, "this test needs root to bind-mount {}", at.display());
+        // Unmounted on drop from here on, even if the next step fails.
+        let mount = Mount(at.to_path_buf());
+        let read_only = Command::new("mount")
+            .args(["-o", "remount,bind,ro"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(read_only, "cannot make {} read-only", at.display());
+        mount
+    }
+}
+
 impl Drop for Mount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
@@ -220,6 +241,70 @@ fn a_full_disk_makes_the_agent_unready_and_it_resumes_without_loss() {
     assert_eq!(
         total(&search(&http, "full", 1)),
         lines as u64,
+        "nothing duplicated"
+    );
+    agent.stop();
+    aggregator.stop();
+}
+
+/// A data dir that turns read-only under the running agent: a read-only
+/// bind mount over it. (A plain `remount,ro` is refused while files are open
+/// for writing.) Files the agent already holds stay writable, as they do when
+/// a filesystem is remounted read-only after an error; every new file — the
+/// next segment, the ack file, a checkpoint — fails with EROFS.
+#[test]
+fn a_read_only_data_dir_makes_the_agent_unready_until_it_is_writable_again() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap_or_else(|e| panic!("{e}"));
+    let file = logs.join("app.log");
+    let data = tmp.path().join("agent");
+    let port = free_port();
+    let aggregator = start_aggregator(&tmp.path().join("agg"), port);
+    let http = aggregator.addr("http");
+    let config = agent_config(tmp.path(), &logs, port);
+    let agent = Mecha::start(
+        "agent",
+        &data,
+        &[
+            "--config",
+            config.to_str().unwrap_or_default(),
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let admin = agent.addr("admin");
+    write_lines(&file, "before", 0, 100);
+    wait_for("the first lines indexed", Duration::from_secs(60), || {
+        (total(&search(&http, "before", 1)) == 100).then_some(())
+    });
+
+    let read_only = Mount::read_only_bind(&data);
+    // More than a segment (64 KiB): the buffer must open a new file.
+    write_lines(&file, "during", 0, 2000);
+    wait_for(
+        "the agent to report the read-only data dir",
+        Duration::from_secs(60),
+        || {
+            let (status, body) = ready(&admin);
+            (status == 503 && body.contains("buffer") && body.contains("Read-only")).then_some(())
+        },
+    );
+    let held = total(&search(&http, "during", 1));
+    assert!(held < 2000, "lines passed a buffer that cannot write");
+
+    drop(read_only);
+    wait_for("the held lines indexed", Duration::from_secs(60), || {
+        (total(&search(&http, "during", 1)) == 2000).then_some(())
+    });
+    wait_for(
+        "the agent to be ready again",
+        Duration::from_secs(30),
+        || (ready(&admin).0 == 200).then_some(()),
+    );
+    assert_eq!(
+        total(&search(&http, "before", 1)),
+        100,
         "nothing duplicated"
     );
     agent.stop();
