@@ -48,6 +48,12 @@ impl Chunk {
         self.request.len()
     }
 
+    /// Splits the acknowledgement off, dropping the records: for a stage
+    /// that has stored them elsewhere and acknowledges later.
+    pub fn into_ack(mut self) -> Option<AckFn> {
+        self.on_ack.take()
+    }
+
     /// Marks the chunk as safe downstream, releasing its source position.
     pub fn ack(mut self) {
         if let Some(f) = self.on_ack.take() {

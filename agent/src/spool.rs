@@ -157,7 +157,8 @@ async fn write(
     shutdown: Shutdown,
 ) {
     let mut durable = buffer.durable();
-    let mut pending: VecDeque<(u64, Chunk)> = VecDeque::new();
+    // Only the acknowledgements wait for fsync; the records are in the buffer.
+    let mut pending: VecDeque<(u64, Option<pipeline::AckFn>)> = VecDeque::new();
     let mut payload = Vec::new();
     loop {
         let chunk = tokio::select! {
@@ -196,7 +197,7 @@ async fn write(
                         tracing::info!("buffer: writes succeed again");
                     }
                     readiness.set_problem(READINESS, None);
-                    pending.push_back((seq, chunk));
+                    pending.push_back((seq, chunk.into_ack()));
                     break;
                 }
                 Ok(Appended::Dropped) => {
@@ -241,7 +242,7 @@ async fn write(
 /// Makes what was written durable and acknowledges it.
 async fn finish(
     buffer: &DiskBuffer,
-    mut pending: VecDeque<(u64, Chunk)>,
+    mut pending: VecDeque<(u64, Option<pipeline::AckFn>)>,
     durable: &mut tokio::sync::watch::Receiver<u64>,
 ) {
     if pending.is_empty() {
@@ -258,10 +259,10 @@ async fn finish(
 }
 
 /// Acknowledges, in order, the chunks at or below the durable sequence.
-fn release(pending: &mut VecDeque<(u64, Chunk)>, durable: u64) {
+fn release(pending: &mut VecDeque<(u64, Option<pipeline::AckFn>)>, durable: u64) {
     while pending.front().is_some_and(|(seq, _)| *seq <= durable) {
-        if let Some((_, chunk)) = pending.pop_front() {
-            chunk.ack();
+        if let Some((_, Some(ack))) = pending.pop_front() {
+            ack();
         }
     }
 }

@@ -114,7 +114,10 @@ pub fn parse_payload(day: NaiveDate, payload: Option<&str>) -> Result<Hwm, Error
         return Err(Error::Payload {
             day: days::dir_name(day),
             found: text.chars().take(64).collect(),
-            reason: format!("version {} is newer than this mecha understands (2)", p.version),
+            reason: format!(
+                "version {} is newer than this mecha understands (2)",
+                p.version
+            ),
         });
     }
     let mut seen = p.seen;
