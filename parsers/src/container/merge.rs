@@ -92,10 +92,14 @@ impl PartialMerger {
             if line.message.len() <= room {
                 pending.message.extend_from_slice(&line.message);
             } else {
-                let keep = utf8_floor(&line.message, room);
+                // Cut the message, not the piece: runtimes split at a byte
+                // count, so the piece may finish a UTF-8 sequence the kept
+                // bytes began. The byte past the limit shows where it starts.
                 pending
                     .message
-                    .extend_from_slice(line.message.get(..keep).unwrap_or_default());
+                    .extend_from_slice(line.message.get(..=room).unwrap_or_default());
+                let keep = utf8_floor(&pending.message, self.max_bytes);
+                pending.message.truncate(keep);
                 pending.truncated = true;
             }
         }
@@ -236,6 +240,27 @@ mod tests {
         let out = m.push(line(1, Stream::Stdout, false, "abc€")).unwrap();
         assert_eq!(out.message, b"abc");
         assert!(out.truncated);
+    }
+
+    #[test]
+    fn cut_does_not_split_a_utf8_char_the_runtime_split_across_pieces() {
+        // containerd splits long lines at 16 KiB, inside a character too; with
+        // max_bytes a multiple of that, the cut falls right after such a piece.
+        let euro = "€".as_bytes();
+        let first = [b"ab", &euro[..2]].concat();
+        let rest = [&euro[2..], b"c"].concat();
+        fn piece(partial: bool, message: &[u8]) -> ContainerLine<'_> {
+            ContainerLine {
+                timestamp_ns: 1,
+                stream: Stream::Stdout,
+                partial,
+                message: Cow::Borrowed(message),
+            }
+        }
+        let mut m = PartialMerger::new(4);
+        assert_eq!(m.push(piece(true, &first)), None);
+        let out = m.push(piece(false, &rest)).unwrap();
+        assert_eq!((out.message.as_slice(), out.truncated), (&b"ab"[..], true));
     }
 
     #[test]
