@@ -522,10 +522,13 @@ impl Config {
                 format!("expected a URL such as http://aggregator:4317, found {endpoint:?}"),
             ));
         }
-        if self.agent.forward.in_flight == 0 {
+        // The aggregator tells a late batch from a replay for up to 16
+        // batches of reordering (its `MAX_RUNS`).
+        let in_flight = self.agent.forward.in_flight;
+        if in_flight == 0 || in_flight > 16 {
             return Err(fail(
                 "agent.forward.in_flight".into(),
-                "expected at least 1, found 0".into(),
+                format!("expected 1 to 16, found {in_flight}"),
             ));
         }
         if self.agent.queue_chunks == 0 {
@@ -535,10 +538,11 @@ impl Config {
             ));
         }
         let buffer = &self.agent.buffer;
-        if buffer.max_size.0 < 1 << 20 {
+        // Several chunks (up to 1 MiB each) must fit, or every one is dropped.
+        if buffer.max_size.0 < 8 << 20 {
             return Err(fail(
                 "agent.buffer.max_size".into(),
-                format!("expected at least 1MiB, found {} bytes", buffer.max_size.0),
+                format!("expected at least 8MiB, found {} bytes", buffer.max_size.0),
             ));
         }
         if buffer.segment_size.0 < 64 << 10 || buffer.segment_size.0 > buffer.max_size.0 {
@@ -584,7 +588,7 @@ mod tests {
         assert_eq!(c.agent.buffer.max_size, ByteSize(2 << 30));
         assert_eq!(c.agent.buffer.fsync_interval.0, std::time::Duration::ZERO);
         assert_eq!(c.agent.buffer.when_full, WhenFull::DropNewest);
-        let e = parse("agent:\n  buffer:\n    max_size: 1MiB\n    segment_size: 4MiB\n");
+        let e = parse("agent:\n  buffer:\n    max_size: 8MiB\n    segment_size: 16MiB\n");
         let msg = e.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(
             msg.contains("mecha.yaml:4: agent.buffer.segment_size"),

@@ -434,6 +434,19 @@ impl Tailer {
                 i += 1;
                 continue;
             }
+            // `at_eof` and `last_growth` date from the file's last turn, which
+            // is long ago when other files took the read budget: ask the file.
+            let unread = f.decoder.is_some()
+                && f.file
+                    .metadata()
+                    .is_ok_and(|m| m.len() > f.reader.read_offset());
+            if unread {
+                if let Some(f) = self.files.get_mut(i) {
+                    f.at_eof = false;
+                }
+                i += 1;
+                continue;
+            }
             let mut f = self.files.remove(i);
             self.changed = true;
             if let Some(d) = f.decoder.as_mut() {
@@ -480,5 +493,93 @@ impl Tailer {
             }
         }
         lag
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod close_tests {
+    use super::*;
+    use std::fs::OpenOptions;
+    use std::io::Write;
+
+    #[test]
+    fn rotated_file_grown_after_its_last_turn_is_not_closed_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        fs::create_dir_all(&logs).unwrap();
+        let metrics = Arc::new(AgentMetrics::new());
+        let ctx = Arc::new(DecodeCtx {
+            container_format: None,
+            body_format: mecha_parsers::body::BodyFormat::Raw,
+            keep_original_body: false,
+            multiline: None,
+            multiline_flush: Duration::from_secs(1),
+            multiline_max_lines: 500,
+            max_merged_bytes: 1 << 20,
+            node_name: None,
+            metrics,
+            wall_ns: || 1,
+        });
+        let globs = Globs::new(&[format!("{}/*.log", logs.display())], &[]).unwrap();
+        let book = Arc::new(Mutex::new(AckBook::default()));
+        let mut t = Tailer::new(
+            ctx,
+            TailerConfig {
+                start_at_end: false,
+                max_open_files: 10,
+                max_line_bytes: 1 << 16,
+            },
+            globs,
+            book,
+        );
+        let a = logs.join("a.log");
+        let b = logs.join("b.log");
+        let line =
+            |s: &str| format!("2026-11-23T10:00:00.000000000Z stdout F {s} padding padding\n");
+        fs::write(&a, line("a first")).unwrap();
+        fs::write(&b, line("b first")).unwrap();
+        let t0 = Instant::now();
+        t.scan(t0);
+        let mut out = Vec::new();
+        // Both read to their end: b.log's at_eof is true.
+        t.round(t0, 1 << 20, &mut out);
+        let records = |out: &Vec<Item>| out.iter().filter(|i| matches!(i, Item::Record(_))).count();
+        assert_eq!(records(&out), 2);
+        // b.log gets its last lines, then is rotated out of the glob.
+        let mut f = OpenOptions::new().append(true).open(&b).unwrap();
+        for i in 0..10 {
+            f.write_all(line(&format!("b late {i}")).as_bytes())
+                .unwrap();
+        }
+        fs::rename(&b, logs.join("b.log.1")).unwrap();
+        // a.log has far more to read than one round's budget.
+        let mut fa = OpenOptions::new().append(true).open(&a).unwrap();
+        for i in 0..20_000 {
+            fa.write_all(line(&format!("a bulk {i}")).as_bytes())
+                .unwrap();
+        }
+        t.scan(t0 + Duration::from_millis(100)); // b.log is gone from the glob
+        out.clear();
+        let mut now = t0 + Duration::from_millis(100);
+        // Rounds with a small budget, the first spent on a.log; a long stall
+        // (a full pipeline) between two of them.
+        t.next = 0;
+        t.round(now, 64 * 1024, &mut out);
+        now += Duration::from_secs(6);
+        t.next = 0;
+        t.round(now, 64 * 1024, &mut out);
+        for _ in 0..100 {
+            now += Duration::from_millis(10);
+            t.round(now, 1 << 20, &mut out);
+        }
+        let late = out
+            .iter()
+            .filter(|i| matches!(i, Item::Record(r) if r.body.contains("b late")))
+            .count();
+        assert_eq!(
+            late, 10,
+            "b.log's last lines were read before it was closed"
+        );
     }
 }
