@@ -14,15 +14,13 @@ use std::io::Write;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-use super::{Mecha, search, total, wait_for};
+use super::{Mecha, search, total};
 
 /// The first word of every generated line's message.
 pub const TAG: &str = "mecha-rel";
@@ -481,37 +479,18 @@ fn copy_truncate(dir: &Path, file: u32, t: &mut Target, keep: u32, gap: u64, ts:
 /// Starts `mecha <role>` like [`Mecha::start`], but with its output appended
 /// to `log` instead of the test's terminal (a crash loop would flood it).
 pub fn start_logged(role: &str, data_dir: &Path, args: &[&str], log: &Path) -> Mecha {
-    let _ = fs::remove_file(data_dir.join("listeners.json"));
     let out = open_append(log);
     let err = out
         .try_clone()
         .unwrap_or_else(|e| panic!("{}: {e}", log.display()));
-    let child = Command::new(env!("CARGO_BIN_EXE_mecha"))
-        .arg(role)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .env("MECHA_LOG", "info")
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err))
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start mecha: {e}"));
-    let mut m = Mecha {
-        child,
-        data_dir: data_dir.to_path_buf(),
-        listeners: None,
-    };
-    let path = data_dir.join("listeners.json");
-    let l = wait_for("listeners.json", Duration::from_secs(60), || {
-        if let Ok(Some(status)) = m.child.try_wait() {
-            panic!("mecha {role} exited early: {status}\n{}", tail_of(log, 40));
-        }
-        fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-    });
-    m.listeners = Some(l);
-    m
+    Mecha::spawn(
+        role,
+        data_dir,
+        args,
+        Stdio::from(out),
+        Stdio::from(err),
+        || tail_of(log, 40),
+    )
 }
 
 /// The last `n` lines of a file, for failure messages.

@@ -21,6 +21,26 @@ pub struct Mecha {
 impl Mecha {
     /// Starts `mecha <args>` with `--data-dir data_dir` and waits for its listeners file.
     pub fn start(role: &str, data_dir: &Path, args: &[&str]) -> Mecha {
+        Mecha::spawn(
+            role,
+            data_dir,
+            args,
+            Stdio::null(),
+            Stdio::inherit(),
+            String::new,
+        )
+    }
+
+    /// Like [`Mecha::start`] with the process's output sent where the caller
+    /// says; `describe` adds context (e.g. its log) if it exits early.
+    pub fn spawn(
+        role: &str,
+        data_dir: &Path,
+        args: &[&str],
+        stdout: Stdio,
+        stderr: Stdio,
+        describe: impl Fn() -> String,
+    ) -> Mecha {
         let _ = std::fs::remove_file(data_dir.join("listeners.json"));
         let child = Command::new(env!("CARGO_BIN_EXE_mecha"))
             .arg(role)
@@ -28,8 +48,8 @@ impl Mecha {
             .arg(data_dir)
             .args(args)
             .env("MECHA_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start mecha: {e}"));
         let mut m = Mecha {
@@ -40,7 +60,7 @@ impl Mecha {
         let path = data_dir.join("listeners.json");
         let l = wait_for("listeners.json", Duration::from_secs(60), || {
             if let Ok(Some(status)) = m.child.try_wait() {
-                panic!("mecha exited early: {status}");
+                panic!("mecha {role} exited early: {status}\n{}", describe());
             }
             std::fs::read(&path)
                 .ok()
