@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::load::{metric_sum, metrics_text};
 use common::{Mecha, append, cri_ts, search, total, wait_for};
 
 /// A free local port for a process started later.
@@ -18,14 +19,11 @@ fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
+/// A metric of the agent; `None` when the agent does not answer or does not
+/// export it.
 fn metric(admin: &str, name: &str) -> Option<f64> {
-    let text = reqwest::blocking::get(format!("http://{admin}/metrics"))
-        .and_then(|r| r.text())
-        .ok()?;
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    let text = metrics_text(admin)?;
+    text.contains(name).then(|| metric_sum(&text, name, &[]))
 }
 
 fn ready(admin: &str) -> (u16, String) {
@@ -47,49 +45,67 @@ fn write_lines(file: &Path, tag: &str, from: usize, to: usize) {
     append(file, &text);
 }
 
-fn agent_config(dir: &Path, logs: &Path, grpc_port: u16) -> PathBuf {
-    let path = dir.join("agent.yaml");
-    let text = format!(
-        "agent:\n  sources:\n    app:\n      type: tail\n      include: [\"{}/*.log\"]\n  forward:\n    endpoint: http://127.0.0.1:{grpc_port}\n  buffer:\n    type: disk\n    segment_size: 64KiB\n    fsync_interval: 100ms\n",
-        logs.display()
-    );
-    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
-    path
+/// A test's temp dir: one log file, and the agent's config pointing at an
+/// aggregator port that may not be listening yet.
+struct Rig {
+    tmp: tempfile::TempDir,
+    file: PathBuf,
+    port: u16,
+    config: PathBuf,
 }
 
-fn start_aggregator(data: &Path, port: u16) -> Mecha {
-    Mecha::start(
-        "aggregator",
-        data,
-        &[
-            "--grpc",
-            &format!("127.0.0.1:{port}"),
-            "--http",
-            "127.0.0.1:0",
-        ],
-    )
+impl Rig {
+    fn new() -> Rig {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let logs = tmp.path().join("logs");
+        std::fs::create_dir_all(&logs).unwrap_or_else(|e| panic!("{e}"));
+        let port = free_port();
+        let config = tmp.path().join("agent.yaml");
+        let text = format!(
+            "agent:\n  sources:\n    app:\n      type: tail\n      include: [\"{}/*.log\"]\n  forward:\n    endpoint: http://127.0.0.1:{port}\n  buffer:\n    type: disk\n    segment_size: 64KiB\n    fsync_interval: 100ms\n",
+            logs.display()
+        );
+        std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
+        Rig {
+            file: logs.join("app.log"),
+            tmp,
+            port,
+            config,
+        }
+    }
+
+    fn dir(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    /// Starts the agent with its data in `data`; returns it and its admin address.
+    fn agent(&self, data: &Path) -> (Mecha, String) {
+        let config = self.config.to_str().unwrap_or_default();
+        let agent = Mecha::start(
+            "agent",
+            data,
+            &["--config", config, "--admin", "127.0.0.1:0"],
+        );
+        let admin = agent.addr("admin");
+        (agent, admin)
+    }
+
+    /// Starts the aggregator on the port the agent forwards to.
+    fn aggregator(&self) -> Mecha {
+        let grpc = format!("127.0.0.1:{}", self.port);
+        Mecha::start(
+            "aggregator",
+            &self.dir("agg"),
+            &["--grpc", &grpc, "--http", "127.0.0.1:0"],
+        )
+    }
 }
 
 #[test]
 fn the_buffer_grows_while_the_aggregator_is_away_and_drains_when_it_returns() {
-    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let logs = tmp.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap_or_else(|e| panic!("{e}"));
-    let file = logs.join("app.log");
-    let port = free_port();
-    let config = agent_config(tmp.path(), &logs, port);
-    let agent = Mecha::start(
-        "agent",
-        &tmp.path().join("agent"),
-        &[
-            "--config",
-            config.to_str().unwrap_or_default(),
-            "--admin",
-            "127.0.0.1:0",
-        ],
-    );
-    let admin = agent.addr("admin");
-    write_lines(&file, "away", 0, 2000);
+    let rig = Rig::new();
+    let (agent, admin) = rig.agent(&rig.dir("agent"));
+    write_lines(&rig.file, "away", 0, 2000);
 
     // No aggregator: the lines are in the buffer, and the checkpoint has
     // moved past them (the file is no longer what holds them).
@@ -103,7 +119,7 @@ fn the_buffer_grows_while_the_aggregator_is_away_and_drains_when_it_returns() {
         },
     );
 
-    let aggregator = start_aggregator(&tmp.path().join("agg"), port);
+    let aggregator = rig.aggregator();
     let http = aggregator.addr("http");
     wait_for("2000 lines indexed", Duration::from_secs(90), || {
         (total(&search(&http, "away", 1)) == 2000).then_some(())
@@ -165,30 +181,15 @@ impl Drop for Mount {
 
 #[test]
 fn a_full_disk_makes_the_agent_unready_and_it_resumes_without_loss() {
-    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let logs = tmp.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap_or_else(|e| panic!("{e}"));
-    let file = logs.join("app.log");
-    let data = tmp.path().join("agent");
+    let rig = Rig::new();
+    let data = rig.dir("agent");
     let _mount = Mount::tmpfs(&data, "4m");
-    let port = free_port();
-    let config = agent_config(tmp.path(), &logs, port);
-    let agent = Mecha::start(
-        "agent",
-        &data,
-        &[
-            "--config",
-            config.to_str().unwrap_or_default(),
-            "--admin",
-            "127.0.0.1:0",
-        ],
-    );
-    let admin = agent.addr("admin");
+    let (agent, admin) = rig.agent(&data);
 
     // About 10 MB of lines (chunks of up to 1 MiB): more than twice what
     // the data dir can hold.
     let lines = 40_000;
-    write_lines(&file, "full", 0, lines);
+    write_lines(&rig.file, "full", 0, lines);
     wait_for(
         "the agent to report the full disk",
         Duration::from_secs(60),
@@ -200,39 +201,11 @@ fn a_full_disk_makes_the_agent_unready_and_it_resumes_without_loss() {
     );
 
     // The aggregator comes: the buffer drains, space returns, reading resumes.
-    let aggregator = start_aggregator(&tmp.path().join("agg"), port);
+    let aggregator = rig.aggregator();
     let http = aggregator.addr("http");
-    let mut last = 0;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let now = total(&search(&http, "full", 1));
-        if now != last {
-            eprintln!("indexed {now} of {lines}");
-            last = now;
-        }
-        if now >= lines as u64 {
-            break;
-        }
-        if std::time::Instant::now() > deadline {
-            let m = reqwest::blocking::get(format!("http://{admin}/metrics"))
-                .and_then(|r| r.text())
-                .unwrap_or_default();
-            let m: Vec<&str> = m
-                .lines()
-                .filter(|l| !l.starts_with('#') && !l.contains("bucket"))
-                .collect();
-            eprintln!("METRICS\n{}", m.join("\n"));
-            let ls = Command::new("ls")
-                .arg("-la")
-                .arg(data.join("buffer"))
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-                .unwrap_or_default();
-            eprintln!("LS\n{ls}");
-            panic!("stuck at {now}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for("every line indexed", Duration::from_secs(120), || {
+        (total(&search(&http, "full", 1)) >= lines as u64).then_some(())
+    });
     wait_for(
         "the agent to be ready again",
         Duration::from_secs(30),
@@ -254,34 +227,19 @@ fn a_full_disk_makes_the_agent_unready_and_it_resumes_without_loss() {
 /// next segment, the ack file, a checkpoint — fails with EROFS.
 #[test]
 fn a_read_only_data_dir_makes_the_agent_unready_until_it_is_writable_again() {
-    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let logs = tmp.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap_or_else(|e| panic!("{e}"));
-    let file = logs.join("app.log");
-    let data = tmp.path().join("agent");
-    let port = free_port();
-    let aggregator = start_aggregator(&tmp.path().join("agg"), port);
+    let rig = Rig::new();
+    let data = rig.dir("agent");
+    let aggregator = rig.aggregator();
     let http = aggregator.addr("http");
-    let config = agent_config(tmp.path(), &logs, port);
-    let agent = Mecha::start(
-        "agent",
-        &data,
-        &[
-            "--config",
-            config.to_str().unwrap_or_default(),
-            "--admin",
-            "127.0.0.1:0",
-        ],
-    );
-    let admin = agent.addr("admin");
-    write_lines(&file, "before", 0, 100);
+    let (agent, admin) = rig.agent(&data);
+    write_lines(&rig.file, "before", 0, 100);
     wait_for("the first lines indexed", Duration::from_secs(60), || {
         (total(&search(&http, "before", 1)) == 100).then_some(())
     });
 
     let read_only = Mount::read_only_bind(&data);
     // More than a segment (64 KiB): the buffer must open a new file.
-    write_lines(&file, "during", 0, 2000);
+    write_lines(&rig.file, "during", 0, 2000);
     wait_for(
         "the agent to report the read-only data dir",
         Duration::from_secs(60),
