@@ -10,6 +10,7 @@
 //! configuration files (the binary does), and must not run CPU-heavy indexing on
 //! the async reactor.
 
+pub mod issues;
 pub mod metrics;
 pub mod query;
 pub mod receive;

@@ -12,6 +12,7 @@ pub mod kubepath;
 pub mod model;
 pub mod multiline;
 pub mod otlp;
+pub mod sentry;
 
 mod error;
 mod time;
