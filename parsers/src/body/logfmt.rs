@@ -17,20 +17,47 @@ use crate::util::preview_str;
 
 const FORMAT: &str = "logfmt";
 
-/// What the scanner found, before it is judged.
-struct Scanned {
-    fields: Map<String, Value>,
+/// What the scanner counted, before it is judged.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Counts {
     /// Pairs written as `key=value`.
-    pairs: usize,
+    pub pairs: usize,
     /// Bare keys (words without `=`).
-    bare: usize,
+    pub bare: usize,
+    /// A well-known key (level, msg, time, ...) appeared.
+    pub known: bool,
+}
+
+impl Counts {
+    /// Whether `auto` takes the line for logfmt: at least two `key=value`
+    /// pairs, at most one bare word for every two pairs, and either a
+    /// well-known key or at least three pairs.
+    pub(crate) fn sniffed_as_logfmt(&self) -> bool {
+        self.pairs >= 2 && self.bare * 2 <= self.pairs && (self.pairs >= 3 || self.known)
+    }
+}
+
+/// Keys whose presence makes two pairs enough for `auto`.
+const KNOWN: [&str; 8] = [
+    "level", "lvl", "msg", "message", "time", "ts", "severity", "err",
+];
+
+/// Collects the pairs into a map; duplicate keys: the last wins.
+fn collect(text: &str) -> Result<(Map<String, Value>, Counts), ParseError> {
+    let mut fields = Map::new();
+    let mut value = String::new();
+    let counts = scan(text, &mut value, &mut |k, v| {
+        let v = v.map_or(Value::Bool(true), |s| Value::String(s.to_owned()));
+        fields.insert(k.to_owned(), v);
+    })?;
+    Ok((fields, counts))
 }
 
 /// Parses a logfmt body. Errors on unterminated quotes, empty keys and quotes
 /// where a key is expected.
 pub fn parse_logfmt(text: &str) -> Result<ParsedBody, ParseError> {
-    let scanned = scan(text)?;
-    if scanned.pairs == 0 {
+    let (fields, counts) = collect(text)?;
+    if counts.pairs == 0 {
         return Err(ParseError::malformed(
             FORMAT,
             format!(
@@ -39,39 +66,33 @@ pub fn parse_logfmt(text: &str) -> Result<ParsedBody, ParseError> {
             ),
         ));
     }
-    Ok(from_fields(scanned.fields, text))
+    Ok(from_fields(fields, text))
 }
 
-/// Parses `text` as logfmt only when it clearly is: at least two `key=value`
-/// pairs, at most one bare word for every two pairs, and either a well-known
-/// key (level, msg, time, ...) or at least three pairs.
+/// Parses `text` as logfmt only when it clearly is (see
+/// [`Counts::sniffed_as_logfmt`]).
 pub(crate) fn parse_logfmt_sniffed(text: &str) -> Option<ParsedBody> {
     // Two pairs need two `=`: most unstructured lines have none, and counting
-    // them costs far less than scanning (which allocates every word as a key).
+    // them costs far less than scanning.
     memchr::memchr_iter(b'=', text.as_bytes()).nth(1)?;
-    let s = scan(text).ok()?;
-    if s.pairs < 2 || s.bare * 2 > s.pairs {
-        return None;
-    }
-    const KNOWN: [&str; 8] = [
-        "level", "lvl", "msg", "message", "time", "ts", "severity", "err",
-    ];
-    if s.pairs < 3 && !KNOWN.iter().any(|k| s.fields.contains_key(*k)) {
-        return None;
-    }
-    Some(from_fields(s.fields, text))
+    let (fields, counts) = collect(text).ok()?;
+    counts
+        .sniffed_as_logfmt()
+        .then(|| from_fields(fields, text))
 }
 
 fn is_key_char(c: char) -> bool {
     !c.is_whitespace() && !c.is_control() && c != '=' && c != '"'
 }
 
-fn scan(text: &str) -> Result<Scanned, ParseError> {
-    let mut out = Scanned {
-        fields: Map::new(),
-        pairs: 0,
-        bare: 0,
-    };
+/// Scans `text`, handing each pair to `on_pair` in order (`None` for a bare
+/// key, which means `true`). `value` is scratch for unescaped quoted values.
+pub(crate) fn scan(
+    text: &str,
+    value: &mut String,
+    on_pair: &mut dyn FnMut(&str, Option<&str>),
+) -> Result<Counts, ParseError> {
+    let mut out = Counts::default();
     let mut rest = text;
     loop {
         rest = rest.trim_start();
@@ -86,6 +107,7 @@ fn scan(text: &str) -> Result<Scanned, ParseError> {
         }
         let key_end = rest.find(|c| !is_key_char(c)).unwrap_or(rest.len());
         let (key, after) = rest.split_at(key_end);
+        out.known |= KNOWN.contains(&key);
         match after.strip_prefix('=') {
             None => {
                 if after.starts_with('"') {
@@ -98,12 +120,12 @@ fn scan(text: &str) -> Result<Scanned, ParseError> {
                     ));
                 }
                 out.bare += 1;
-                out.fields.insert(key.to_string(), Value::Bool(true));
+                on_pair(key, None);
                 rest = after;
             }
             Some(value_text) => {
-                let (value, after) = if let Some(quoted) = value_text.strip_prefix('"') {
-                    unquote(quoted).ok_or_else(|| {
+                let (v, after) = if let Some(quoted) = value_text.strip_prefix('"') {
+                    let after = unquote(quoted, value).ok_or_else(|| {
                         ParseError::malformed(
                             FORMAT,
                             format!(
@@ -111,7 +133,8 @@ fn scan(text: &str) -> Result<Scanned, ParseError> {
                                 preview_str(key)
                             ),
                         )
-                    })?
+                    })?;
+                    (value.as_str(), after)
                 } else {
                     let end = value_text
                         .find(char::is_whitespace)
@@ -127,7 +150,7 @@ fn scan(text: &str) -> Result<Scanned, ParseError> {
                             ),
                         ));
                     }
-                    (v.to_string(), a)
+                    (v, a)
                 };
                 if !after.is_empty() && !after.starts_with(char::is_whitespace) {
                     return Err(ParseError::malformed(
@@ -140,17 +163,17 @@ fn scan(text: &str) -> Result<Scanned, ParseError> {
                     ));
                 }
                 out.pairs += 1;
-                out.fields.insert(key.to_string(), Value::String(value));
+                on_pair(key, Some(v));
                 rest = after;
             }
         }
     }
 }
 
-/// Reads a quoted value (the opening quote already consumed): the unescaped
-/// value and the text after the closing quote.
-fn unquote(text: &str) -> Option<(String, &str)> {
-    let mut value = String::new();
+/// Reads a quoted value (the opening quote already consumed) into `value`;
+/// returns the text after the closing quote.
+fn unquote<'t>(text: &'t str, value: &mut String) -> Option<&'t str> {
+    value.clear();
     let mut rest = text;
     loop {
         // Copy the plain run up to the next quote or backslash in one go.
@@ -158,7 +181,7 @@ fn unquote(text: &str) -> Option<(String, &str)> {
         value.push_str(rest.get(..stop)?);
         let mut chars = rest.get(stop..)?.chars();
         if chars.next()? == '"' {
-            return Some((value, rest.get(stop + 1..)?));
+            return rest.get(stop + 1..);
         }
         let e = chars.next()?;
         match e {

@@ -12,6 +12,7 @@
 mod json;
 mod logfmt;
 mod plain;
+mod stream;
 mod syslog;
 mod web;
 
@@ -20,11 +21,11 @@ use std::str::FromStr;
 
 use serde_json::{Map, Value};
 
-use crate::time;
 use crate::{ParseError, Severity};
 
 pub use json::parse_json;
 pub use logfmt::parse_logfmt;
+pub use stream::{FieldSink, Lifted, Scalar, StreamScratch, Streamed, feed, parse_body_streaming};
 pub use syslog::{parse_syslog, parse_syslog_3164, parse_syslog_5424};
 pub use web::{parse_access_log, parse_apache_error};
 
@@ -218,67 +219,39 @@ const LEVEL_KEYS: [&str; 6] = [
 const TIME_KEYS: [&str; 4] = ["time", "timestamp", "ts", "@timestamp"];
 
 /// Builds a body from structured fields (JSON, logfmt): lifts out the message
-/// and reads severity and time.
+/// and reads severity and time, by the rules of [`stream::Lifter`].
 fn from_fields(mut fields: Map<String, Value>, text: &str) -> ParsedBody {
-    let key = MESSAGE_KEYS
-        .iter()
-        .find(|k| matches!(fields.get(**k), Some(Value::String(_))));
-    let message = match key.and_then(|k| fields.remove(*k)) {
+    let mut lift = stream::Lifter::default();
+    let mut message: Option<(usize, &String)> = None;
+    for (k, v) in &fields {
+        match Scalar::of(v) {
+            Some(s) => {
+                lift.observe(k, &s);
+                if let (Some(rank), Scalar::Str(_)) = (stream::message_rank(k), s)
+                    && message.is_none_or(|(r, _)| rank < r)
+                {
+                    message = Some((rank, k));
+                }
+            }
+            None => {
+                if let (true, Value::Object(inner)) = (k == "log", v)
+                    && let Some(level) = inner.get("level").and_then(Scalar::of)
+                {
+                    lift.observe_nested_log_level(&level);
+                }
+            }
+        }
+    }
+    let key = message.map(|(_, k)| k.clone());
+    let message = match key.and_then(|k| fields.remove(&k)) {
         Some(Value::String(s)) => s,
         _ => text.to_string(),
     };
-    let severity = LEVEL_KEYS
-        .iter()
-        .find_map(|k| lookup(&fields, k).and_then(severity_of));
-    let timestamp_ns = TIME_KEYS
-        .iter()
-        .find_map(|k| fields.get(*k).and_then(timestamp_of));
     ParsedBody {
         message,
         fields,
-        severity,
-        timestamp_ns,
-    }
-}
-
-/// A field by name, or by a dotted path into nested objects (`log.level` in
-/// Elastic Common Schema is `{"log":{"level":..}}`).
-fn lookup<'a>(fields: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    if let Some(v) = fields.get(key) {
-        return Some(v);
-    }
-    let (head, tail) = key.split_once('.')?;
-    match fields.get(head)? {
-        Value::Object(inner) => inner.get(tail),
-        _ => None,
-    }
-}
-
-fn severity_of(v: &Value) -> Option<Severity> {
-    match v {
-        Value::String(s) => Severity::parse(s),
-        // pino and bunyan write levels as numbers: 10 trace ... 60 fatal.
-        Value::Number(n) => match n.as_u64()? {
-            10 => Some(Severity::Trace),
-            20 => Some(Severity::Debug),
-            30 => Some(Severity::Info),
-            40 => Some(Severity::Warn),
-            50 => Some(Severity::Error),
-            60 => Some(Severity::Fatal),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-fn timestamp_of(v: &Value) -> Option<i64> {
-    match v {
-        Value::String(s) => time::parse_any_text(s),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => time::epoch_int_to_nanos(i),
-            None => time::epoch_to_nanos(n.as_f64()?),
-        },
-        _ => None,
+        severity: lift.severity(),
+        timestamp_ns: lift.timestamp(),
     }
 }
 

@@ -24,7 +24,10 @@ use crate::model::{LogRecord, Resource, Severity, SourcePosition};
 
 pub mod wire;
 
-pub use wire::{LogsEncoder, encode_logs_wire};
+pub use wire::{
+    LogsEncoder, RecordBuf, RecordHead, attr_field, encode_logs_wire, encode_record_field,
+    position_offset_field, position_stream_field,
+};
 
 /// Attribute carrying [`SourcePosition::stream`].
 pub const POSITION_STREAM_KEY: &str = "mecha.source.stream";

@@ -31,6 +31,7 @@ use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, k
 use serde_json::{Number, Value};
 
 use super::{POSITION_OFFSET_KEY, POSITION_STREAM_KEY, SCOPE_NAME};
+use crate::body::{FieldSink, Scalar};
 use crate::model::{LogRecord, Resource, Severity};
 
 /// Field numbers, from the `#[prost(tag = ..)]` of opentelemetry-proto 0.33's
@@ -125,24 +126,48 @@ struct Group {
 impl LogsEncoder {
     /// Encodes `r` at the end of its resource's group.
     pub fn push(&mut self, r: &LogRecord) {
+        let g = self.group(&r.resource);
+        let Some(group) = self.groups.get_mut(g) else {
+            return;
+        };
+        let before = group.records.len();
+        encode_record_field(r, &mut self.sizes, &mut group.records);
+        self.bytes += group.records.len() - before;
+        self.records += 1;
+    }
+
+    /// Appends one record already encoded as a `ScopeLogs.log_records` field
+    /// (by [`encode_record_field`] or [`RecordBuf::finish_into`]) to the group of
+    /// `resource`.
+    pub fn push_encoded(&mut self, resource: &Resource, field: &[u8]) {
+        let g = self.group(resource);
+        if let Some(group) = self.groups.get_mut(g) {
+            group.records.extend_from_slice(field);
+            self.bytes += field.len();
+            self.records += 1;
+        }
+    }
+
+    /// The index of `resource`'s group, created if new.
+    fn group(&mut self, resource: &Resource) -> usize {
         let g = match self.last {
             Some(i)
                 if self
                     .groups
                     .get(i)
-                    .is_some_and(|g| g.resource.same_as(&r.resource)) =>
+                    .is_some_and(|g| g.resource.same_as(resource)) =>
             {
                 i
             }
             _ => match self
                 .groups
                 .iter()
-                .position(|g| g.resource.attributes == r.resource.attributes)
+                .position(|g| g.resource.attributes == resource.attributes)
             {
                 Some(i) => i,
                 None => {
                     self.groups.push(Group {
-                        resource: r.resource.clone(),
+                        resource: resource.clone(),
                         records: Vec::new(),
                     });
                     self.groups.len() - 1
@@ -150,21 +175,7 @@ impl LogsEncoder {
             },
         };
         self.last = Some(g);
-        let Some(group) = self.groups.get_mut(g) else {
-            return;
-        };
-        self.sizes.clear();
-        size_record(r, &mut self.sizes);
-        let before = group.records.len();
-        let mut w = Writer {
-            sizes: &self.sizes,
-            next: 0,
-            buf: &mut group.records,
-        };
-        w.record(r);
-        debug_assert_eq!(w.next, self.sizes.len(), "every size slot is consumed once");
-        self.bytes += group.records.len() - before;
-        self.records += 1;
+        g
     }
 
     /// Records pushed so far.
@@ -236,6 +247,20 @@ fn fill(sizes: &mut [usize], slot: usize, len: usize) {
     if let Some(s) = sizes.get_mut(slot) {
         *s = len;
     }
+}
+
+/// Appends `r` as one `ScopeLogs.log_records` field, exactly as prost writes
+/// it; `sizes` is scratch.
+pub fn encode_record_field(r: &LogRecord, sizes: &mut Vec<usize>, out: &mut Vec<u8>) {
+    sizes.clear();
+    size_record(r, sizes);
+    let mut w = Writer {
+        sizes,
+        next: 0,
+        buf: out,
+    };
+    w.record(r);
+    debug_assert_eq!(w.next, sizes.len(), "every size slot is consumed once");
 }
 
 /// Size of a length-delimited field: key, length prefix, body.
@@ -533,6 +558,241 @@ impl Writer<'_> {
     }
 }
 
+/// Where the next field of a [`RecordBuf`] goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Container {
+    /// A `KeyValue` under this tag: `LogRecord.attributes` at the top, or
+    /// `KeyValueList.values` inside an object.
+    Kv(u32),
+    /// An `AnyValue` in `ArrayValue.values`.
+    Array,
+}
+
+/// An object or array of a [`RecordBuf`] whose members are being written.
+#[derive(Debug)]
+struct OpenValue {
+    /// Where its members start in `attrs`; its headers go here on close.
+    start: usize,
+    /// Its key, in `keys`.
+    key: std::ops::Range<usize>,
+    /// What holds it.
+    container: Container,
+    /// An array (else an object).
+    array: bool,
+}
+
+/// One log record written field by field, for a streaming body parser (a
+/// [`FieldSink`](crate::body::FieldSink)): each attribute becomes OTLP bytes
+/// as it is found, with no `Value` tree in between, and
+/// [`RecordBuf::finish_into`] writes the record around them.
+///
+/// Nested objects and arrays cannot know their length in advance: their
+/// members are written first and their headers inserted in front on close,
+/// which moves the members once per level of nesting (log bodies are flat or
+/// nearly so). For the same fields in the same order the bytes are those
+/// [`encode_record_field`] writes.
+#[derive(Debug, Default)]
+pub struct RecordBuf {
+    attrs: Vec<u8>,
+    open: Vec<OpenValue>,
+    keys: Vec<u8>,
+    prefix: Vec<u8>,
+    fields: usize,
+}
+
+/// The fields of a log record besides its attributes.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordHead<'a> {
+    /// Event time, ns since the epoch; 0 when unknown.
+    pub timestamp_ns: i64,
+    /// Observation time, ns since the epoch.
+    pub observed_ns: i64,
+    /// Severity.
+    pub severity: Severity,
+    /// The message.
+    pub body: &'a str,
+}
+
+impl RecordBuf {
+    /// Top-level attributes written so far.
+    pub fn fields(&self) -> usize {
+        self.fields
+    }
+
+    /// Forgets everything written, keeping the buffers.
+    pub fn clear(&mut self) {
+        self.attrs.clear();
+        self.open.clear();
+        self.keys.clear();
+        self.fields = 0;
+    }
+
+    fn container(&self) -> Container {
+        match self.open.last() {
+            None => Container::Kv(tag::ATTRIBUTES),
+            Some(o) if o.array => Container::Array,
+            Some(_) => Container::Kv(tag::VALUES),
+        }
+    }
+
+    fn writer(buf: &mut Vec<u8>) -> Writer<'_> {
+        Writer {
+            sizes: &[],
+            next: 0,
+            buf,
+        }
+    }
+
+    /// Appends the record as one `ScopeLogs.log_records` field: `head`, the
+    /// attributes written so far, then `extra`, attribute fields already
+    /// encoded (by [`attr_field`]). Objects still open are closed first.
+    pub fn finish_into(&mut self, head: &RecordHead<'_>, extra: &[&[u8]], out: &mut Vec<u8>) {
+        while !self.open.is_empty() {
+            crate::body::FieldSink::close(self);
+        }
+        let time = timestamp(head.timestamp_ns);
+        let observed = timestamp(head.observed_ns);
+        let severity = head.severity.otlp_number();
+        let body = Leaf::Str(head.body);
+        let extra_len: usize = extra.iter().map(|e| e.len()).sum();
+        let len = fixed64_field_len(tag::TIME_UNIX_NANO, time)
+            + severity_number_len(severity)
+            + str_field_len(tag::SEVERITY_TEXT, severity_text(head.severity))
+            + field_len(tag::BODY, body.any_len())
+            + self.attrs.len()
+            + extra_len
+            + fixed64_field_len(tag::OBSERVED_TIME_UNIX_NANO, observed);
+        out.reserve(len + 8);
+        let mut w = Self::writer(out);
+        w.header(tag::SCOPE_LOGS_LOG_RECORDS, len);
+        w.fixed64_field(tag::TIME_UNIX_NANO, time);
+        if severity != 0 {
+            encode_key(tag::SEVERITY_NUMBER, WireType::Varint, w.buf);
+            encode_varint(i64::from(severity) as u64, w.buf);
+        }
+        w.str_field(tag::SEVERITY_TEXT, severity_text(head.severity));
+        w.header(tag::BODY, body.any_len());
+        w.leaf(body);
+        w.buf.extend_from_slice(&self.attrs);
+        for e in extra {
+            w.buf.extend_from_slice(e);
+        }
+        w.fixed64_field(tag::OBSERVED_TIME_UNIX_NANO, observed);
+    }
+}
+
+fn leaf_of(v: Scalar<'_>) -> Option<Leaf<'_>> {
+    match v {
+        Scalar::Str(s) => Some(Leaf::Str(s)),
+        Scalar::Int(i) => Some(Leaf::Int(i)),
+        Scalar::Float(f) => Some(Leaf::Double(f)),
+        Scalar::Bool(b) => Some(Leaf::Bool(b)),
+        Scalar::Null => None,
+    }
+}
+
+/// Writes one scalar member of `container`.
+fn scalar_member(w: &mut Writer<'_>, container: Container, key: &str, v: Scalar<'_>) {
+    let leaf = leaf_of(v);
+    let any_len = leaf.map_or(0, Leaf::any_len);
+    match container {
+        Container::Kv(t) => {
+            w.header(t, kv_len(key, any_len));
+            w.str_field(tag::KV_KEY, key);
+            w.header(tag::KV_VALUE, any_len);
+        }
+        Container::Array => w.header(tag::VALUES, any_len),
+    }
+    if let Some(l) = leaf {
+        w.leaf(l);
+    }
+}
+
+/// Appends one `LogRecord.attributes` field holding a scalar, for the
+/// `extra` of [`RecordBuf::finish_into`] (attributes a source adds to every
+/// record can be encoded once).
+pub fn attr_field(key: &str, value: Scalar<'_>, out: &mut Vec<u8>) {
+    let mut w = RecordBuf::writer(out);
+    scalar_member(&mut w, Container::Kv(tag::ATTRIBUTES), key, value);
+}
+
+/// The source position attributes of a record, as [`encode_record_field`] writes
+/// them: the stream's part (the same for every record of a stream, so it can
+/// be encoded once) ...
+pub fn position_stream_field(stream: &str, out: &mut Vec<u8>) {
+    attr_field(POSITION_STREAM_KEY, Scalar::Str(stream), out);
+}
+
+/// ... and the offset's part.
+pub fn position_offset_field(offset: u64, out: &mut Vec<u8>) {
+    attr_field(
+        POSITION_OFFSET_KEY,
+        Scalar::Int(position_offset(offset)),
+        out,
+    );
+}
+
+impl FieldSink for RecordBuf {
+    fn scalar(&mut self, key: &str, value: Scalar<'_>) {
+        if self.open.is_empty() {
+            self.fields += 1;
+        }
+        let container = self.container();
+        scalar_member(&mut Self::writer(&mut self.attrs), container, key, value);
+    }
+
+    fn open(&mut self, key: &str, array: bool) {
+        if self.open.is_empty() {
+            self.fields += 1;
+        }
+        let container = self.container();
+        let k = self.keys.len();
+        self.keys.extend_from_slice(key.as_bytes());
+        self.open.push(OpenValue {
+            start: self.attrs.len(),
+            key: k..self.keys.len(),
+            container,
+            array,
+        });
+    }
+
+    fn close(&mut self) {
+        let Some(o) = self.open.pop() else {
+            return;
+        };
+        let inner = self.attrs.len().saturating_sub(o.start);
+        let value_tag = if o.array {
+            tag::ARRAY_VALUE
+        } else {
+            tag::KVLIST_VALUE
+        };
+        let any_len = field_len(value_tag, inner);
+        let key = self
+            .keys
+            .get(o.key.clone())
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .unwrap_or_default();
+        self.prefix.clear();
+        let mut w = Self::writer(&mut self.prefix);
+        match o.container {
+            Container::Kv(t) => {
+                w.header(t, kv_len(key, any_len));
+                w.str_field(tag::KV_KEY, key);
+                w.header(tag::KV_VALUE, any_len);
+            }
+            Container::Array => w.header(tag::VALUES, any_len),
+        }
+        w.header(value_tag, inner);
+        self.keys.truncate(o.key.start);
+        let at = o.start.min(self.attrs.len());
+        self.attrs.splice(at..at, self.prefix.iter().copied());
+    }
+
+    fn reset(&mut self) {
+        self.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -752,7 +1012,59 @@ mod tests {
         Arc::new(vec![Resource::default(), shop, auth])
     }
 
+    /// `r` written through a `RecordBuf`, attributes in map order.
+    fn streamed(r: &LogRecord, sink: &mut RecordBuf) -> Vec<u8> {
+        sink.clear();
+        for (k, v) in &r.attributes {
+            crate::body::feed(sink, k, v);
+        }
+        let mut extra = Vec::new();
+        if let Some(pos) = &r.position {
+            position_stream_field(&pos.stream, &mut extra);
+            position_offset_field(pos.offset, &mut extra);
+        }
+        let head = RecordHead {
+            timestamp_ns: r.timestamp_ns,
+            observed_ns: r.observed_ns,
+            severity: r.severity,
+            body: &r.body,
+        };
+        let mut out = Vec::new();
+        sink.finish_into(&head, &[&extra], &mut out);
+        out
+    }
+
+    #[test]
+    fn a_reset_sink_forgets_open_values_and_fields() {
+        let mut sink = RecordBuf::default();
+        sink.open("a", false);
+        sink.scalar("b", Scalar::Int(1));
+        FieldSink::reset(&mut sink);
+        assert_eq!(sink.fields(), 0);
+        let r = LogRecord::new("x", 1);
+        assert_eq!(streamed(&r, &mut sink), {
+            let mut out = Vec::new();
+            encode_record_field(&r, &mut Vec::new(), &mut out);
+            out
+        });
+    }
+
     proptest! {
+        /// The streaming writer and the record encoder agree byte for byte,
+        /// nested values included, with one sink reused for every record.
+        #[test]
+        fn record_buf_writes_what_encode_record_writes(
+            records in prop::collection::vec(record(resources()), 1..20)
+        ) {
+            let mut sink = RecordBuf::default();
+            for r in &records {
+                let mut want = Vec::new();
+                encode_record_field(r, &mut Vec::new(), &mut want);
+                prop_assert_eq!(streamed(r, &mut sink), want);
+                prop_assert_eq!(sink.fields(), r.attributes.len());
+            }
+        }
+
         #[test]
         fn wire_bytes_are_prosts_bytes_and_round_trip(
             records in prop::collection::vec(record(resources()), 0..40)
