@@ -222,7 +222,21 @@ fn main() {
     // Partial (P) lines merge with their F line: one record per pair.
     let expected_records = lines;
     let t = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_mecha"))
+    // Diagnostics: `MECHA_BENCH_AGENT_PREFIX="heaptrack -o /tmp/agent"` (or
+    // `perf record -g --`) runs the agent under a tool, and `MECHA_BENCH_BIN`
+    // another build of it. The CPU and RSS printed are then the prefix
+    // command's, not the agent's alone.
+    let bin =
+        std::env::var("MECHA_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_mecha").into());
+    let prefix = std::env::var("MECHA_BENCH_AGENT_PREFIX").unwrap_or_default();
+    let mut words = prefix
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    words.push(bin);
+    let mut command = Command::new(&words[0]);
+    command.args(&words[1..]);
+    let child = command
         .args(["agent", "--admin", "127.0.0.1:0", "--data-dir"])
         .arg(tmp.path().join("data"))
         .arg("--include")

@@ -17,6 +17,15 @@ use crate::metrics::AgentMetrics;
 /// Called once when every record of a chunk is safe downstream.
 pub type AckFn = Box<dyn FnOnce() + Send + 'static>;
 
+/// How a chunk's request bytes are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkEncoding {
+    /// Protobuf bytes as they are.
+    Raw,
+    /// One zstd frame holding the protobuf bytes.
+    Zstd,
+}
+
 /// A group of records from one source, already encoded as one OTLP
 /// `ExportLogsServiceRequest`, with its acknowledgement.
 ///
@@ -24,28 +33,67 @@ pub type AckFn = Box<dyn FnOnce() + Send + 'static>;
 /// nothing downstream holds or re-encodes records: the disk buffer stores the
 /// bytes, and the forwarder joins chunks into a batch by concatenating them,
 /// since two protobuf messages written back to back decode as one message
-/// whose repeated fields hold both.
+/// whose repeated fields hold both. A chunk may be compressed where it is
+/// sealed ([`ChunkCodec`]): zstd frames concatenate the same way, so the
+/// buffer stores and the forwarder sends compressed bytes without touching
+/// them again.
 pub struct Chunk {
-    /// The encoded request.
+    /// The encoded request, as `encoding` says.
     pub request: Bytes,
+    /// How `request` is stored.
+    pub encoding: ChunkEncoding,
+    /// Size of the protobuf bytes once decompressed.
+    pub raw_bytes: usize,
     /// How many log records it holds.
     pub records: usize,
     on_ack: Option<AckFn>,
 }
 
 impl Chunk {
-    /// A chunk whose acknowledgement runs `on_ack`.
+    /// An uncompressed chunk whose acknowledgement runs `on_ack`.
     pub fn new(request: impl Into<Bytes>, records: usize, on_ack: Option<AckFn>) -> Self {
+        let request = request.into();
         Chunk {
-            request: request.into(),
+            raw_bytes: request.len(),
+            request,
+            encoding: ChunkEncoding::Raw,
             records,
             on_ack,
         }
     }
 
-    /// Size of the encoded request, the unit of every byte limit downstream.
+    /// A chunk of `records` whose `request` is stored as `encoding` and
+    /// holds `raw_bytes` of protobuf.
+    pub fn encoded(
+        request: impl Into<Bytes>,
+        encoding: ChunkEncoding,
+        raw_bytes: usize,
+        records: usize,
+        on_ack: Option<AckFn>,
+    ) -> Self {
+        Chunk {
+            request: request.into(),
+            encoding,
+            raw_bytes,
+            records,
+            on_ack,
+        }
+    }
+
+    /// Size of the request as stored, the unit of the byte limits of queues
+    /// and the disk buffer.
     pub fn bytes(&self) -> usize {
         self.request.len()
+    }
+
+    /// The protobuf bytes, decompressed if need be.
+    pub fn raw(&self) -> std::io::Result<Bytes> {
+        match self.encoding {
+            ChunkEncoding::Raw => Ok(self.request.clone()),
+            ChunkEncoding::Zstd => {
+                zstd::bulk::decompress(&self.request, self.raw_bytes).map(Bytes::from)
+            }
+        }
     }
 
     /// Splits the acknowledgement off, dropping the records: for a stage
@@ -67,8 +115,57 @@ impl std::fmt::Debug for Chunk {
         f.debug_struct("Chunk")
             .field("records", &self.records)
             .field("bytes", &self.request.len())
+            .field("encoding", &self.encoding)
+            .field("raw_bytes", &self.raw_bytes)
             .field("ack", &self.on_ack.is_some())
             .finish()
+    }
+}
+
+/// How sources should seal their chunks: compressed when the downstream
+/// sends zstd anyway, so that compression happens once, on the source's
+/// blocking thread, before the disk buffer (which then holds several times
+/// more records per byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChunkCodec {
+    /// Leave chunks uncompressed (in-process downstream, gzip or no wire
+    /// compression).
+    #[default]
+    Raw,
+    /// zstd at this level.
+    Zstd(i32),
+}
+
+/// Seals chunks by a [`ChunkCodec`], keeping its compression context.
+pub struct Sealer {
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl ChunkCodec {
+    /// A sealer for one source.
+    pub fn sealer(self) -> Sealer {
+        let compressor = match self {
+            ChunkCodec::Raw => None,
+            // A context that cannot be made (out of memory) leaves chunks raw.
+            ChunkCodec::Zstd(level) => zstd::bulk::Compressor::new(level).ok(),
+        };
+        Sealer { compressor }
+    }
+}
+
+impl Sealer {
+    /// A chunk of `records` holding the request in `raw`, which is left
+    /// empty: its capacity is kept for the next chunk when the chunk is
+    /// compressed, and moved into the chunk when not.
+    pub fn seal(&mut self, raw: &mut Vec<u8>, records: usize, on_ack: Option<AckFn>) -> Chunk {
+        if let Some(c) = self.compressor.as_mut()
+            && let Ok(z) = c.compress(raw)
+        {
+            let chunk = Chunk::encoded(z, ChunkEncoding::Zstd, raw.len(), records, on_ack);
+            raw.clear();
+            return chunk;
+        }
+        Chunk::new(std::mem::take(raw), records, on_ack)
     }
 }
 
@@ -77,6 +174,7 @@ impl std::fmt::Debug for Chunk {
 pub struct Output {
     tx: mpsc::Sender<Chunk>,
     metrics: Arc<AgentMetrics>,
+    codec: ChunkCodec,
 }
 
 /// The receiving side, owned by the forwarder.
@@ -85,13 +183,15 @@ pub struct Input {
     metrics: Arc<AgentMetrics>,
 }
 
-/// A bounded pipeline of `capacity` chunks.
-pub fn channel(capacity: usize, metrics: Arc<AgentMetrics>) -> (Output, Input) {
+/// A bounded pipeline of `capacity` chunks, whose sources seal chunks by
+/// `codec`.
+pub fn channel(capacity: usize, metrics: Arc<AgentMetrics>, codec: ChunkCodec) -> (Output, Input) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     (
         Output {
             tx,
             metrics: metrics.clone(),
+            codec,
         },
         Input { rx, metrics },
     )
@@ -103,6 +203,11 @@ pub fn channel(capacity: usize, metrics: Arc<AgentMetrics>) -> (Output, Input) {
 pub struct Closed;
 
 impl Output {
+    /// How sources should seal their chunks.
+    pub fn codec(&self) -> ChunkCodec {
+        self.codec
+    }
+
     /// Sends a chunk, waiting while the pipeline is full (back-pressure).
     pub async fn send(&self, chunk: Chunk) -> Result<(), Closed> {
         let bytes = chunk.bytes();

@@ -33,7 +33,7 @@ use crate::Shutdown;
 use crate::admin::Readiness;
 use crate::buffer::{Appended, BufferError, BufferOptions, BufferReader, BufferStats, DiskBuffer};
 use crate::metrics::{AgentMetrics, reason};
-use crate::pipeline::{self, Chunk, Input, Output};
+use crate::pipeline::{self, Chunk, ChunkEncoding, Input, Output};
 
 const COMPONENT: &str = "buffer";
 /// The readiness entry of the buffer.
@@ -79,7 +79,8 @@ impl DiskSpool {
             next = report.next_seq,
             "buffer opened"
         );
-        let (output, forward_input) = pipeline::channel(queue_chunks, metrics.clone());
+        let (output, forward_input) =
+            pipeline::channel(queue_chunks, metrics.clone(), pipeline::ChunkCodec::Raw);
         let writer = tokio::spawn(write(
             buffer.clone(),
             input,
@@ -128,22 +129,54 @@ impl DiskSpool {
     }
 }
 
-/// The payload of one buffered chunk.
+/// Set in a payload's record count when the request is one zstd frame,
+/// followed by the raw size. Payloads written before chunks could be
+/// compressed never have it (no chunk holds 2^31 records).
+const ZSTD_PAYLOAD: u32 = 1 << 31;
+
+/// The payload of one buffered chunk: the record count (with
+/// [`ZSTD_PAYLOAD`] and the raw size for a compressed request), then the
+/// request as stored.
 fn encode(chunk: &Chunk, out: &mut Vec<u8>) {
     out.clear();
-    let records = u32::try_from(chunk.records).unwrap_or(u32::MAX);
-    out.extend_from_slice(&records.to_le_bytes());
+    let records = u32::try_from(chunk.records)
+        .unwrap_or(u32::MAX)
+        .min(ZSTD_PAYLOAD - 1);
+    match chunk.encoding {
+        ChunkEncoding::Raw => out.extend_from_slice(&records.to_le_bytes()),
+        ChunkEncoding::Zstd => {
+            out.extend_from_slice(&(records | ZSTD_PAYLOAD).to_le_bytes());
+            let raw = u32::try_from(chunk.raw_bytes).unwrap_or(u32::MAX);
+            out.extend_from_slice(&raw.to_le_bytes());
+        }
+    }
     out.extend_from_slice(&chunk.request);
 }
 
-/// The chunk of one buffered payload: record count and request.
-fn decode(payload: Vec<u8>) -> (usize, Bytes) {
+/// What a buffered payload holds: record count, encoding, raw size and the
+/// request as stored.
+fn decode(payload: Vec<u8>) -> (usize, ChunkEncoding, usize, Bytes) {
     let payload = Bytes::from(payload);
-    match payload.get(..4).and_then(|h| <[u8; 4]>::try_from(h).ok()) {
-        Some(h) => (u32::from_le_bytes(h) as usize, payload.slice(4..)),
+    let word = |at: usize| {
+        payload
+            .get(at..at + 4)
+            .and_then(|h| <[u8; 4]>::try_from(h).ok())
+            .map(u32::from_le_bytes)
+    };
+    match (word(0), word(4)) {
+        (Some(h), Some(raw)) if h & ZSTD_PAYLOAD != 0 => (
+            (h & !ZSTD_PAYLOAD) as usize,
+            ChunkEncoding::Zstd,
+            raw as usize,
+            payload.slice(8..),
+        ),
+        (Some(h), _) if h & ZSTD_PAYLOAD == 0 => {
+            let request = payload.slice(4..);
+            (h as usize, ChunkEncoding::Raw, request.len(), request)
+        }
         // Never written by `encode`; CRC-checked by the buffer. Sent as an
         // empty request rather than dropped, so acknowledgements stay in order.
-        None => (0, Bytes::new()),
+        _ => (0, ChunkEncoding::Raw, 0, Bytes::new()),
     }
 }
 
@@ -285,17 +318,14 @@ async fn read(
             Ok(record) => {
                 delay = Duration::from_millis(100);
                 let seq = record.seq;
-                let (records, request) = decode(record.payload);
+                let (records, encoding, raw, request) = decode(record.payload);
                 if request.is_empty() {
                     metrics.discard(COMPONENT, reason::BUFFER_CORRUPT);
                 }
                 let r = reader.clone();
                 let ack: pipeline::AckFn = Box::new(move || r.ack(seq));
-                if output
-                    .send(Chunk::new(request, records, Some(ack)))
-                    .await
-                    .is_err()
-                {
+                let chunk = Chunk::encoded(request, encoding, raw, records, Some(ack));
+                if output.send(chunk).await.is_err() {
                     return; // the forwarder stopped
                 }
             }
@@ -376,7 +406,7 @@ mod tests {
         let metrics = Arc::new(AgentMetrics::new());
         let readiness = Arc::new(Readiness::default());
         let shutdown = Shutdown::new();
-        let (out, input) = pipeline::channel(2, metrics.clone());
+        let (out, input) = pipeline::channel(2, metrics.clone(), pipeline::ChunkCodec::Raw);
         let started = DiskSpool::start(
             options,
             input,
@@ -551,8 +581,22 @@ mod tests {
         let c = chunk("hello", &acked);
         let mut p = Vec::new();
         encode(&c, &mut p);
-        let (n, request) = decode(p);
-        assert_eq!((n, request), (1, c.request.clone()));
-        assert_eq!(decode(vec![1, 2]), (0, Bytes::new()));
+        let raw = c.request.len();
+        assert_eq!(
+            decode(p.clone()),
+            (1, ChunkEncoding::Raw, raw, c.request.clone())
+        );
+        assert_eq!(decode(vec![1, 2]), (0, ChunkEncoding::Raw, 0, Bytes::new()));
+        // A compressed chunk keeps its encoding and raw size.
+        let mut raw = c.raw().map(|b| b.to_vec()).unwrap_or_default();
+        let z = pipeline::ChunkCodec::Zstd(1)
+            .sealer()
+            .seal(&mut raw, 1, None);
+        assert_eq!(z.encoding, ChunkEncoding::Zstd);
+        encode(&z, &mut p);
+        let (n, encoding, raw_bytes, request) = decode(p);
+        let back = Chunk::encoded(request, encoding, raw_bytes, n, None);
+        assert_eq!((n, encoding), (1, ChunkEncoding::Zstd));
+        assert_eq!(back.raw().ok(), Some(c.request.clone()));
     }
 }

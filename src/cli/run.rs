@@ -131,11 +131,12 @@ impl Downstream for InProcess {
         Box::pin(async move {
             // Chunks arrive encoded, as they would over the wire; decoding is
             // cheap next to indexing.
-            let records =
-                decode_logs_request(&batch.request).map_err(|e| ForwardError::Rejected {
-                    sink: "in_process".into(),
-                    reason: e.to_string(),
-                })?;
+            let rejected = |reason: String| ForwardError::Rejected {
+                sink: "in_process".into(),
+                reason,
+            };
+            let request = batch.raw().map_err(|e| rejected(e.to_string()))?;
+            let records = decode_logs_request(&request).map_err(|e| rejected(e.to_string()))?;
             self.0
                 .push(records)
                 .await

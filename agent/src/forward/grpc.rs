@@ -1,84 +1,68 @@
 //! The OTLP/gRPC downstream: sends batches as `ExportLogsServiceRequest`s to the
 //! aggregator (or any OTLP receiver), compressed with zstd or gzip.
 //!
-//! The request arrives already encoded (sources encode as they parse, see
-//! [`crate::pipeline::Chunk`]) and is handed to tonic as is, through
-//! [`PreEncodedCodec`], rather than built as prost structs and encoded by the
-//! generated `LogsServiceClient`: building the structs was a measured share of
-//! the agent's CPU. This room must not change what goes on
-//! the wire (the same method path, message and compression) nor how answers
-//! and errors are classified.
+//! Requests arrive already encoded, and for zstd usually already compressed by
+//! the sources ([`crate::pipeline::ChunkCodec`]). tonic's client cannot send a
+//! message compressed ahead of time: it compresses every message itself, on
+//! the reactor, at a fixed level with a fresh context. So this room writes the
+//! gRPC message frame (a five-byte prefix) and reads the status itself, and
+//! leaves connections, HTTP/2, reconnects and timeouts to tonic's [`Channel`].
+//! Compression a batch still needs runs off the reactor, once per batch, not
+//! once per attempt. This room must not change what goes on the wire (the
+//! method path, the message, its compression) nor how answers and errors are
+//! classified.
 
+use std::io::Write;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes};
+use bytes::{BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
+use http_body_util::BodyExt;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
-use tonic::GrpcMethod;
-use tonic::client::Grpc;
-use tonic::codec::{Codec, CompressionEncoding, EncodeBuf, Encoder};
-use tonic::codegen::http::uri::PathAndQuery;
+use prost::Message;
+use tonic::codegen::Service;
+use tonic::codegen::http;
 use tonic::transport::{Channel, Endpoint};
-use tonic_prost::ProstDecoder;
+use tonic::{Code, Status};
 
 use super::{Batch, Downstream, ForwardError};
 use crate::metrics::AgentMetrics;
 
 const SINK: &str = "grpc";
-const SERVICE: &str = "opentelemetry.proto.collector.logs.v1.LogsService";
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
 
-/// A gRPC codec whose requests are already protobuf bytes and whose answers
-/// are decoded by prost.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PreEncodedCodec;
-
-/// Writes pre-encoded request bytes into tonic's frame buffer.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PreEncodedEncoder;
-
-impl Encoder for PreEncodedEncoder {
-    type Item = Bytes;
-    type Error = tonic::Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        // One copy into the frame buffer that tonic compresses and limits
-        // (`max_encoding_message_size`) in place.
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Codec for PreEncodedCodec {
-    type Encode = Bytes;
-    type Decode = ExportLogsServiceResponse;
-    type Encoder = PreEncodedEncoder;
-    type Decoder = ProstDecoder<ExportLogsServiceResponse>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        PreEncodedEncoder
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        ProstDecoder::default()
-    }
-}
+/// Batches smaller than this are compressed on the reactor: spawning a
+/// blocking task costs more than the work.
+const INLINE_COMPRESS_BELOW: usize = 64 * 1024;
 
 /// An OTLP/gRPC logs client.
 pub struct GrpcDownstream {
-    client: Grpc<Channel>,
+    channel: Channel,
+    compression: WireCompression,
+    request_timeout: Duration,
     metrics: std::sync::Arc<AgentMetrics>,
 }
 
 /// Wire compression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WireCompression {
-    /// zstd.
-    Zstd,
+    /// zstd at this level (for parts the sources left raw).
+    Zstd(i32),
     /// gzip.
     Gzip,
     /// None.
     None,
+}
+
+impl WireCompression {
+    /// The `grpc-encoding` name, if compressed.
+    fn name(self) -> Option<&'static str> {
+        match self {
+            WireCompression::Zstd(_) => Some("zstd"),
+            WireCompression::Gzip => Some("gzip"),
+            WireCompression::None => None,
+        }
+    }
 }
 
 impl GrpcDownstream {
@@ -98,34 +82,122 @@ impl GrpcDownstream {
             .connect_timeout(Duration::from_secs(5))
             .timeout(request_timeout)
             .tcp_nodelay(true);
-        let mut client = Grpc::new(ep.connect_lazy())
-            .max_encoding_message_size(64 * 1024 * 1024)
-            .max_decoding_message_size(4 * 1024 * 1024);
-        client = match compression {
-            WireCompression::Zstd => client.send_compressed(CompressionEncoding::Zstd),
-            WireCompression::Gzip => client.send_compressed(CompressionEncoding::Gzip),
-            WireCompression::None => client,
-        };
-        Ok(GrpcDownstream { client, metrics })
+        Ok(GrpcDownstream {
+            channel: ep.connect_lazy(),
+            compression,
+            request_timeout,
+            metrics,
+        })
     }
 }
 
-/// One `LogsService/Export` call with a pre-encoded request, as the generated
-/// client makes it.
+/// The gRPC message of `batch`: the five-byte prefix (compressed flag,
+/// big-endian length), then the request as `compression` wants it.
+fn frame(batch: &Batch, compression: WireCompression) -> std::io::Result<Bytes> {
+    let body = match compression {
+        WireCompression::Zstd(level) => batch.zstd(level)?,
+        WireCompression::Gzip => {
+            let raw = batch.raw()?;
+            // The fast level: gzip is for third-party receivers, and the
+            // agent's CPU is the budget.
+            let mut gz = flate2::write::GzEncoder::new(
+                Vec::with_capacity(raw.len() / 4),
+                flate2::Compression::fast(),
+            );
+            gz.write_all(&raw)?;
+            Bytes::from(gz.finish()?)
+        }
+        WireCompression::None => batch.raw()?,
+    };
+    let len = u32::try_from(body.len())
+        .map_err(|_| std::io::Error::other("batch larger than a gRPC message can be"))?;
+    let mut out = BytesMut::with_capacity(5 + body.len());
+    out.put_u8(u8::from(compression.name().is_some()));
+    out.put_u32(len);
+    out.extend_from_slice(&body);
+    Ok(out.freeze())
+}
+
+/// The gRPC status of an HTTP answer that carries none, as the gRPC spec
+/// maps HTTP codes.
+fn status_of_http(code: http::StatusCode) -> Status {
+    let grpc = match code.as_u16() {
+        400 => Code::Internal,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::Unimplemented,
+        429 | 502..=504 => Code::Unavailable,
+        _ => Code::Unknown,
+    };
+    Status::new(grpc, format!("HTTP {code} without a gRPC status"))
+}
+
+/// One `LogsService/Export` call carrying `frame`.
 async fn export(
-    client: &mut Grpc<Channel>,
-    body: Bytes,
-) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-    client
-        .ready()
+    mut channel: Channel,
+    frame: Bytes,
+    encoding: Option<&'static str>,
+    timeout: Duration,
+) -> Result<ExportLogsServiceResponse, Status> {
+    let mut req = http::Request::builder()
+        .method(http::Method::POST)
+        .uri(EXPORT_PATH)
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .header(http::header::TE, "trailers")
+        .header("grpc-accept-encoding", "identity")
+        .header("grpc-timeout", format!("{}m", timeout.as_millis().max(1)))
+        .header(
+            http::header::USER_AGENT,
+            concat!("mecha/", env!("CARGO_PKG_VERSION")),
+        );
+    if let Some(e) = encoding {
+        req = req.header("grpc-encoding", e);
+    }
+    let req = req
+        .body(tonic::body::Body::new(http_body_util::Full::new(frame)))
+        .map_err(|e| Status::internal(format!("building the request: {e}")))?;
+    futures::future::poll_fn(|cx| channel.poll_ready(cx))
         .await
-        .map_err(|e| tonic::Status::unknown(format!("service was not ready: {e}")))?;
-    let mut req = tonic::Request::new(body);
-    req.extensions_mut()
-        .insert(GrpcMethod::new(SERVICE, "Export"));
-    client
-        .unary(req, PathAndQuery::from_static(EXPORT_PATH), PreEncodedCodec)
+        .map_err(|e| Status::unavailable(format!("not connected: {e}")))?;
+    let resp = channel
+        .call(req)
         .await
+        .map_err(|e| Status::unavailable(format!("request failed: {e}")))?;
+    let (parts, body) = resp.into_parts();
+    // A trailers-only answer (an error, usually) has its status in the headers.
+    if let Some(status) = Status::from_header_map(&parts.headers) {
+        if status.code() != Code::Ok {
+            return Err(status);
+        }
+    } else if parts.status != http::StatusCode::OK {
+        return Err(status_of_http(parts.status));
+    }
+    let collected = body
+        .collect()
+        .await
+        .map_err(|e| Status::unavailable(format!("reading the answer: {e}")))?;
+    let status = collected.trailers().and_then(Status::from_header_map);
+    let data = collected.to_bytes();
+    match status {
+        Some(s) if s.code() != Code::Ok => return Err(s),
+        None if Status::from_header_map(&parts.headers).is_none() => {
+            return Err(Status::unknown("answer without a gRPC status"));
+        }
+        _ => {}
+    }
+    // The answer only tells about partly rejected records: one that cannot be
+    // read is an accepted batch without that detail.
+    let message = match (data.first(), data.get(1..5), data.get(5..)) {
+        (Some(0), Some(len), Some(rest)) => {
+            let len = <[u8; 4]>::try_from(len)
+                .map(u32::from_be_bytes)
+                .unwrap_or(0) as usize;
+            rest.get(..len)
+                .and_then(|m| ExportLogsServiceResponse::decode(m).ok())
+        }
+        _ => None,
+    };
+    Ok(message.unwrap_or_default())
 }
 
 impl Downstream for GrpcDownstream {
@@ -134,11 +206,43 @@ impl Downstream for GrpcDownstream {
     }
 
     fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<(), ForwardError>> {
-        let mut client = self.client.clone();
+        let compression = self.compression;
         Box::pin(async move {
-            match export(&mut client, batch.request.clone()).await {
+            let framed = batch
+                .wire
+                .get_or_try_init(|| async {
+                    if batch.raw_bytes < INLINE_COMPRESS_BELOW {
+                        return frame(batch, compression);
+                    }
+                    let parts = Batch {
+                        parts: batch.parts.clone(),
+                        records: batch.records,
+                        raw_bytes: batch.raw_bytes,
+                        wire: tokio::sync::OnceCell::new(),
+                    };
+                    tokio::task::spawn_blocking(move || frame(&parts, compression))
+                        .await
+                        .map_err(std::io::Error::other)?
+                })
+                .await
+                .map_err(|e| ForwardError::Rejected {
+                    sink: SINK.into(),
+                    reason: format!("cannot encode the batch: {e}"),
+                })?
+                .clone();
+            let call = export(
+                self.channel.clone(),
+                framed,
+                compression.name(),
+                self.request_timeout,
+            );
+            let answer = match tokio::time::timeout(self.request_timeout, call).await {
+                Ok(a) => a,
+                Err(_) => Err(Status::deadline_exceeded("no answer in time")),
+            };
+            match answer {
                 Ok(resp) => {
-                    if let Some(p) = resp.into_inner().partial_success
+                    if let Some(p) = resp.partial_success
                         && p.rejected_log_records > 0
                     {
                         self.metrics
@@ -154,7 +258,6 @@ impl Downstream for GrpcDownstream {
                     Ok(())
                 }
                 Err(status) => {
-                    use tonic::Code;
                     let reason = format!("{:?}: {}", status.code(), status.message());
                     match status.code() {
                         // Permanent: the request itself is wrong; retrying cannot help.
@@ -176,6 +279,7 @@ impl Downstream for GrpcDownstream {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use std::sync::{Arc, Mutex};
 
@@ -189,7 +293,8 @@ mod tests {
     use tonic::transport::server::TcpIncoming;
 
     use super::*;
-    use crate::pipeline::Chunk;
+    use crate::pipeline::{Chunk, ChunkCodec};
+    use tonic::codec::CompressionEncoding;
 
     /// What one export carried: its `grpc-encoding` and its records.
     type Received = Arc<Mutex<Vec<(Option<String>, Vec<LogRecord>)>>>;
@@ -254,6 +359,16 @@ mod tests {
     }
 
     async fn sends_records_intact(compression: WireCompression, encoding: Option<&str>) {
+        sends_chunks_intact(compression, encoding, [ChunkCodec::Raw, ChunkCodec::Raw]).await;
+    }
+
+    /// Two chunks sealed by `codecs` (as sources seal them) joined into one
+    /// batch, as the forwarder joins them, arrive as one export.
+    async fn sends_chunks_intact(
+        compression: WireCompression,
+        encoding: Option<&str>,
+        codecs: [ChunkCodec; 2],
+    ) {
         let Some((endpoint, received)) = serve().await else {
             panic!("cannot bind a local port");
         };
@@ -267,13 +382,13 @@ mod tests {
             panic!("endpoint {endpoint} rejected");
         };
         let sent = batch();
-        // Two chunks joined into one batch, as the forwarder joins them.
         let chunks: Vec<Chunk> = [&sent[..2], &sent[2..]]
             .into_iter()
-            .map(|records| {
+            .zip(codecs)
+            .map(|(records, codec)| {
                 let mut request = Vec::new();
                 encode_logs_wire(records, &mut request);
-                Chunk::new(request, records.len(), None)
+                codec.sealer().seal(&mut request, records.len(), None)
             })
             .collect();
         let result = downstream.send(&Batch::join(&chunks)).await;
@@ -288,7 +403,7 @@ mod tests {
 
     #[tokio::test]
     async fn zstd_batches_arrive_as_sent() {
-        sends_records_intact(WireCompression::Zstd, Some("zstd")).await;
+        sends_records_intact(WireCompression::Zstd(1), Some("zstd")).await;
     }
 
     #[tokio::test]
@@ -299,5 +414,84 @@ mod tests {
     #[tokio::test]
     async fn uncompressed_batches_arrive_as_sent() {
         sends_records_intact(WireCompression::None, None).await;
+    }
+
+    #[tokio::test]
+    async fn chunks_compressed_by_their_sources_are_sent_as_they_are() {
+        let z = ChunkCodec::Zstd(1);
+        sends_chunks_intact(WireCompression::Zstd(1), Some("zstd"), [z, z]).await;
+        // A raw chunk (a source that does not compress) among compressed ones.
+        sends_chunks_intact(WireCompression::Zstd(3), Some("zstd"), [ChunkCodec::Raw, z]).await;
+        // gzip on the wire: compressed chunks are decompressed first.
+        sends_chunks_intact(WireCompression::Gzip, Some("gzip"), [z, ChunkCodec::Raw]).await;
+    }
+
+    /// Answers every export with `code`.
+    struct Refuser(tonic::Code);
+
+    #[tonic::async_trait]
+    impl LogsService for Refuser {
+        async fn export(
+            &self,
+            _: tonic::Request<ExportLogsServiceRequest>,
+        ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+            Err(tonic::Status::new(self.0, "no"))
+        }
+    }
+
+    #[tokio::test]
+    async fn refusals_are_classified_as_permanent_or_retryable() {
+        for (code, permanent) in [
+            (tonic::Code::InvalidArgument, true),
+            (tonic::Code::Unavailable, false),
+            (tonic::Code::ResourceExhausted, false),
+            (tonic::Code::Unauthenticated, false),
+        ] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(LogsServiceServer::new(Refuser(code)))
+                    .serve_with_incoming(TcpIncoming::from(listener)),
+            );
+            let d = GrpcDownstream::new(
+                &format!("http://{addr}"),
+                WireCompression::None,
+                Duration::from_secs(10),
+                Arc::new(AgentMetrics::new()),
+            )
+            .unwrap();
+            let batch = Batch::join(&[Chunk::new(Vec::new(), 0, None)]);
+            match d.send(&batch).await {
+                Err(ForwardError::Rejected { reason, .. }) => {
+                    assert!(permanent, "{code:?} rejected: {reason}")
+                }
+                Err(ForwardError::Unavailable { reason, .. }) => {
+                    assert!(!permanent, "{code:?} retried: {reason}");
+                    assert!(reason.contains("no"), "{reason}");
+                }
+                Ok(()) => panic!("{code:?} taken for success"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_endpoint_is_retryable() {
+        // A port nothing listens on.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let d = GrpcDownstream::new(
+            &format!("http://{addr}"),
+            WireCompression::Zstd(1),
+            Duration::from_secs(5),
+            Arc::new(AgentMetrics::new()),
+        )
+        .unwrap();
+        let batch = Batch::join(&[Chunk::new(Vec::new(), 0, None)]);
+        assert!(matches!(
+            d.send(&batch).await,
+            Err(ForwardError::Unavailable { .. })
+        ));
     }
 }

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::Shutdown;
 use crate::metrics::AgentMetrics;
-use crate::pipeline::{Chunk, Input};
+use crate::pipeline::{Chunk, ChunkEncoding, Input};
 
 /// Why a batch was not accepted downstream.
 #[derive(Debug, thiserror::Error)]
@@ -43,33 +43,69 @@ pub enum ForwardError {
     },
 }
 
-/// One batch: the requests of several chunks joined into one OTLP
+/// One batch: the requests of several chunks, which together form one OTLP
 /// `ExportLogsServiceRequest`.
-#[derive(Debug, Clone)]
+///
+/// The parts stay as the chunks stored them (raw or zstd); each downstream
+/// makes its wire form from them once ([`Batch::wire`]) and keeps it for the
+/// retries.
+#[derive(Debug)]
 pub struct Batch {
-    /// The encoded request.
-    pub request: Bytes,
+    /// The chunks' requests in order, as stored, with their raw sizes.
+    pub parts: Vec<(ChunkEncoding, Bytes, usize)>,
     /// How many log records it holds.
     pub records: usize,
+    /// Size of the protobuf bytes of all parts.
+    pub raw_bytes: usize,
+    /// The downstream's wire form, made on the first attempt.
+    pub wire: tokio::sync::OnceCell<Bytes>,
 }
 
 impl Batch {
-    /// Joins the chunks' requests, in order, into one request.
-    fn join(chunks: &[Chunk]) -> Batch {
-        if let [only] = chunks {
-            return Batch {
-                request: only.request.clone(),
-                records: only.records,
-            };
-        }
-        let mut request = BytesMut::with_capacity(chunks.iter().map(Chunk::bytes).sum());
-        for c in chunks {
-            request.extend_from_slice(&c.request);
-        }
+    /// Joins the chunks' requests, in order, into one batch.
+    pub fn join(chunks: &[Chunk]) -> Batch {
         Batch {
-            request: request.freeze(),
+            parts: chunks
+                .iter()
+                .map(|c| (c.encoding, c.request.clone(), c.raw_bytes))
+                .collect(),
             records: chunks.iter().map(|c| c.records).sum(),
+            raw_bytes: chunks.iter().map(|c| c.raw_bytes).sum(),
+            wire: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The whole request as protobuf bytes. Blocks for as long as
+    /// decompression takes: call off the reactor for large batches.
+    pub fn raw(&self) -> std::io::Result<Bytes> {
+        if let [(ChunkEncoding::Raw, only, _)] = self.parts.as_slice() {
+            return Ok(only.clone());
+        }
+        let mut out = BytesMut::with_capacity(self.raw_bytes);
+        for (encoding, bytes, raw) in &self.parts {
+            match encoding {
+                ChunkEncoding::Raw => out.extend_from_slice(bytes),
+                ChunkEncoding::Zstd => out.extend_from_slice(&zstd::bulk::decompress(bytes, *raw)?),
+            }
+        }
+        Ok(out.freeze())
+    }
+
+    /// The whole request as one zstd stream (a zstd frame per part, which
+    /// decoders read as one): compressed parts as they are, raw ones
+    /// compressed at `level`. Blocks like [`Batch::raw`].
+    pub fn zstd(&self, level: i32) -> std::io::Result<Bytes> {
+        if let [(ChunkEncoding::Zstd, only, _)] = self.parts.as_slice() {
+            return Ok(only.clone());
+        }
+        let mut out = BytesMut::new();
+        for (encoding, bytes, _) in &self.parts {
+            match encoding {
+                ChunkEncoding::Zstd => out.extend_from_slice(bytes),
+                ChunkEncoding::Raw => out.extend_from_slice(&zstd::bulk::compress(bytes, level)?),
+            }
+        }
+        Ok(out.freeze())
     }
 }
 
@@ -161,18 +197,20 @@ pub async fn run(
         let Some(first) = first else {
             break; // every source has stopped
         };
+        // Batches are bounded by their protobuf size, which is what a
+        // receiver's message size limit applies to.
+        let mut bytes = first.raw_bytes;
         let mut chunks = vec![first];
-        let mut bytes = chunks[0].bytes();
         let fill_until = tokio::time::Instant::now() + opts.batch_timeout;
         while bytes < opts.batch_max_bytes {
             if let Some(c) = input.try_recv() {
-                bytes += c.bytes();
+                bytes += c.raw_bytes;
                 chunks.push(c);
                 continue;
             }
             match tokio::time::timeout_at(fill_until, input.recv()).await {
                 Ok(Some(c)) => {
-                    bytes += c.bytes();
+                    bytes += c.raw_bytes;
                     chunks.push(c);
                 }
                 Ok(None) | Err(_) => break,
@@ -241,7 +279,7 @@ async fn deliver(
 ) -> Delivery {
     let batch = Batch::join(&chunks);
     let n = batch.records as u64;
-    let batch_bytes = batch.request.len();
+    let batch_bytes = batch.raw_bytes;
     let mut delay = opts.retry_initial;
     let mut attempt: u32 = 0;
     let mut drain_deadline: Option<tokio::time::Instant> = None;
@@ -337,7 +375,7 @@ mod tests {
     }
 
     fn bodies(batch: &Batch) -> Vec<String> {
-        decode_logs_request(&batch.request)
+        decode_logs_request(&batch.raw().unwrap_or_default())
             .unwrap_or_default()
             .into_iter()
             .map(|r| r.body)
@@ -374,7 +412,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn batches_are_retried_until_accepted_and_only_then_acked() {
         let metrics = Arc::new(AgentMetrics::new());
-        let (out, input) = pipeline::channel(4, metrics.clone());
+        let (out, input) = pipeline::channel(4, metrics.clone(), pipeline::ChunkCodec::Raw);
         let down = Arc::new(Flaky {
             failures: AtomicUsize::new(5),
             got: Mutex::new(Vec::new()),
@@ -436,7 +474,7 @@ mod tests {
     /// Sends one chunk per body, each its own batch; returns the ack order.
     async fn ack_order(bodies: &[&str], stop_after: Option<Duration>) -> Vec<String> {
         let metrics = Arc::new(AgentMetrics::new());
-        let (out, input) = pipeline::channel(8, metrics.clone());
+        let (out, input) = pipeline::channel(8, metrics.clone(), pipeline::ChunkCodec::Raw);
         let shutdown = Shutdown::new();
         let opts = ForwarderOptions {
             batch_max_bytes: 1,
@@ -487,7 +525,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn shutdown_gives_up_after_the_drain_deadline_without_acking() {
         let metrics = Arc::new(AgentMetrics::new());
-        let (out, input) = pipeline::channel(4, metrics.clone());
+        let (out, input) = pipeline::channel(4, metrics.clone(), pipeline::ChunkCodec::Raw);
         let down = Arc::new(Flaky {
             failures: AtomicUsize::new(usize::MAX),
             got: Mutex::new(Vec::new()),

@@ -12,12 +12,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use mecha_parsers::Resource;
 use mecha_parsers::otlp::LogsEncoder;
 use tokio::time::Instant;
 
 use super::checkpoint::AckBook;
 use super::decode::Item;
-use crate::pipeline::Chunk;
+use crate::pipeline::{Chunk, ChunkCodec, Sealer};
 
 /// Counts one chunk as alive until its acknowledgement runs or is dropped.
 struct Alive(Arc<AtomicUsize>);
@@ -38,6 +39,8 @@ impl Drop for Alive {
 /// The chunk being filled.
 pub(super) struct ChunkBuilder {
     encoder: LogsEncoder,
+    /// The resource of the records being pushed.
+    resource: Resource,
     commits: HashMap<Arc<str>, u64>,
     /// The latest commit, kept out of the map: commits come once per line,
     /// nearly always for the same file as the one before.
@@ -47,13 +50,22 @@ pub(super) struct ChunkBuilder {
     max_delay: Duration,
     book: Arc<Mutex<AckBook>>,
     alive: Arc<AtomicUsize>,
+    /// The request being sealed, reused.
+    request: Vec<u8>,
+    sealer: Sealer,
 }
 
 impl ChunkBuilder {
     /// An empty builder.
-    pub fn new(max_bytes: usize, max_delay: Duration, book: Arc<Mutex<AckBook>>) -> Self {
+    pub fn new(
+        max_bytes: usize,
+        max_delay: Duration,
+        book: Arc<Mutex<AckBook>>,
+        codec: ChunkCodec,
+    ) -> Self {
         ChunkBuilder {
             encoder: LogsEncoder::default(),
+            resource: Resource::default(),
             commits: HashMap::new(),
             last_commit: None,
             started: None,
@@ -61,6 +73,8 @@ impl ChunkBuilder {
             max_delay,
             book,
             alive: Arc::new(AtomicUsize::new(0)),
+            request: Vec::new(),
+            sealer: codec.sealer(),
         }
     }
 
@@ -69,13 +83,18 @@ impl ChunkBuilder {
         self.alive.clone()
     }
 
-    /// Adds a record or a commit offset; returns the current chunk, sealed,
-    /// when it is full as the record arrives.
+    /// Adds a record (its bytes are in `bytes`), a resource change or a
+    /// commit offset; returns the current chunk, sealed, when it is full as
+    /// the record arrives.
     ///
     /// Sealing happens only before a record is added, so a commit offset always
     /// lands in the chunk holding the records it covers (or a later one).
-    pub fn push(&mut self, item: Item, now: Instant) -> Option<Chunk> {
+    pub fn push(&mut self, item: Item, bytes: &[u8], now: Instant) -> Option<Chunk> {
         match item {
+            Item::Resource(r) => {
+                self.resource = r;
+                None
+            }
             Item::Commit { stream, offset } => {
                 match &mut self.last_commit {
                     Some((s, o)) if Arc::ptr_eq(s, &stream) => *o = (*o).max(offset),
@@ -87,7 +106,7 @@ impl ChunkBuilder {
                 }
                 None
             }
-            Item::Record(record) => {
+            Item::Record(range) => {
                 let sealed = if self.encoder.bytes() >= self.max_bytes {
                     self.seal()
                 } else {
@@ -96,7 +115,8 @@ impl ChunkBuilder {
                 if self.encoder.is_empty() {
                     self.started = Some(now);
                 }
-                self.encoder.push(&record);
+                self.encoder
+                    .push_encoded(&self.resource, bytes.get(range).unwrap_or(&[]));
                 sealed
             }
         }
@@ -119,8 +139,9 @@ impl ChunkBuilder {
             return None;
         }
         let records = self.encoder.records();
-        let mut request = Vec::with_capacity(self.encoder.bytes() + 512);
-        self.encoder.finish_into(&mut request);
+        self.request.clear();
+        self.request.reserve(self.encoder.bytes() + 512);
+        self.encoder.finish_into(&mut self.request);
         if let Some((s, o)) = self.last_commit.take() {
             self.merge_commit(s, o);
         }
@@ -135,19 +156,28 @@ impl ChunkBuilder {
                 book.ack(&stream, offset);
             }
         });
-        Some(Chunk::new(request, records, Some(ack)))
+        Some(self.sealer.seal(&mut self.request, records, Some(ack)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use mecha_parsers::LogRecord;
+    use mecha_parsers::otlp::encode_record_field;
 
     use super::*;
     use std::path::Path;
 
-    fn record(body: &str) -> Item {
-        Item::Record(LogRecord::new(body, 1))
+    /// Pushes a record with `body`.
+    fn record(b: &mut ChunkBuilder, body: &str, now: Instant) -> Option<Chunk> {
+        let mut bytes = Vec::new();
+        encode_record_field(&LogRecord::new(body, 1), &mut Vec::new(), &mut bytes);
+        b.push(Item::Record(0..bytes.len()), &bytes, now)
+    }
+
+    fn commit(b: &mut ChunkBuilder, stream: &Arc<str>, offset: u64, now: Instant) -> Option<Chunk> {
+        let stream = stream.clone();
+        b.push(Item::Commit { stream, offset }, &[], now)
     }
 
     #[test]
@@ -156,24 +186,20 @@ mod tests {
         book.lock()
             .unwrap_or_else(|e| e.into_inner())
             .register("f", Path::new("/f"), 0);
-        let mut b = ChunkBuilder::new(10, Duration::from_millis(200), book.clone());
+        let mut b = ChunkBuilder::new(
+            10,
+            Duration::from_millis(200),
+            book.clone(),
+            ChunkCodec::Raw,
+        );
         let now = Instant::now();
         let stream: Arc<str> = Arc::from("f");
-        assert!(b.push(record("a"), now).is_none());
-        assert!(
-            b.push(
-                Item::Commit {
-                    stream: stream.clone(),
-                    offset: 10
-                },
-                now
-            )
-            .is_none()
-        );
+        assert!(record(&mut b, "a", now).is_none());
+        assert!(commit(&mut b, &stream, 10, now).is_none());
         // The first chunk is full: it is sealed with commit 10 as the second
         // record arrives.
-        let first = b.push(record(&"b".repeat(100)), now);
-        b.push(Item::Commit { stream, offset: 20 }, now);
+        let first = record(&mut b, &"b".repeat(100), now);
+        commit(&mut b, &stream, 20, now);
         let second = b.seal();
         let offset = || book.lock().unwrap_or_else(|e| e.into_inner()).offset("f");
         assert_eq!(offset(), Some(0));
@@ -190,10 +216,15 @@ mod tests {
     #[test]
     fn deadline_starts_with_the_first_record() {
         let book = Arc::new(Mutex::new(AckBook::default()));
-        let mut b = ChunkBuilder::new(1 << 20, Duration::from_millis(200), book);
+        let mut b = ChunkBuilder::new(
+            1 << 20,
+            Duration::from_millis(200),
+            book,
+            ChunkCodec::Zstd(1),
+        );
         assert_eq!(b.deadline(), None);
         let now = Instant::now();
-        b.push(record("x"), now);
+        record(&mut b, "x", now);
         assert_eq!(b.deadline(), Some(now + Duration::from_millis(200)));
         assert!(b.seal().is_some());
         assert!(b.seal().is_none());
@@ -207,18 +238,17 @@ mod tests {
             b.register("a", Path::new("/a"), 0);
             b.register("b", Path::new("/b"), 0);
         }
-        let mut b = ChunkBuilder::new(1 << 20, Duration::from_millis(200), book.clone());
+        let mut b = ChunkBuilder::new(
+            1 << 20,
+            Duration::from_millis(200),
+            book.clone(),
+            ChunkCodec::Raw,
+        );
         let now = Instant::now();
         let (a, bb): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
-        b.push(record("x"), now);
+        record(&mut b, "x", now);
         for (s, o) in [(&a, 5), (&a, 7), (&bb, 3), (&a, 9), (&bb, 4)] {
-            b.push(
-                Item::Commit {
-                    stream: s.clone(),
-                    offset: o,
-                },
-                now,
-            );
+            commit(&mut b, s, o, now);
         }
         if let Some(c) = b.seal() {
             c.ack();

@@ -18,13 +18,19 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mecha_parsers::body::{BodyFormat, parse_body};
+use mecha_parsers::body::{
+    BodyFormat, Scalar, StreamScratch, Streamed, feed, parse_body, parse_body_streaming,
+};
 use mecha_parsers::container::{self, ContainerFormat, ContainerLine, PartialMerger, Stream};
 use mecha_parsers::kubepath::parse_kube_path;
 use mecha_parsers::model::keys;
 use mecha_parsers::multiline::{Joiner, MultilineRule};
-use mecha_parsers::{LogRecord, Resource, Severity, SourcePosition};
-use serde_json::Value;
+use mecha_parsers::otlp::{
+    POSITION_OFFSET_KEY, POSITION_STREAM_KEY, RecordBuf, RecordHead, attr_field,
+    position_offset_field, position_stream_field,
+};
+use mecha_parsers::{Resource, Severity};
+use serde_json::{Map, Value};
 
 use super::COMPONENT;
 use crate::metrics::{AgentMetrics, reason};
@@ -65,11 +71,33 @@ pub(super) struct DecodeCtx {
     pub wall_ns: fn() -> i64,
 }
 
+#[cfg(test)]
+impl DecodeCtx {
+    /// A copy, for tests that change one setting.
+    pub(super) fn clone_for_test(&self) -> DecodeCtx {
+        DecodeCtx {
+            container_format: self.container_format,
+            body_format: self.body_format,
+            keep_original_body: self.keep_original_body,
+            multiline: self.multiline.clone(),
+            multiline_flush: self.multiline_flush,
+            multiline_max_lines: self.multiline_max_lines,
+            max_merged_bytes: self.max_merged_bytes,
+            node_name: self.node_name.clone(),
+            metrics: self.metrics.clone(),
+            wall_ns: self.wall_ns,
+        }
+    }
+}
+
 /// What the decoder hands to the chunk builder.
 #[derive(Debug)]
 pub(super) enum Item {
-    /// A finished record.
-    Record(LogRecord),
+    /// The records that follow belong to this resource.
+    Resource(Resource),
+    /// A finished record: its `ScopeLogs.log_records` field, in
+    /// [`Emitted::bytes`].
+    Record(std::ops::Range<usize>),
     /// Every byte of the stream before `offset` is in emitted records.
     Commit {
         /// File fingerprint.
@@ -78,6 +106,50 @@ pub(super) enum Item {
         offset: u64,
     },
 }
+
+/// The output of the decoders in one round: items in order, the records'
+/// encoded bytes alongside (one buffer, not one allocation per record).
+#[derive(Debug, Default)]
+pub(super) struct Emitted {
+    /// Items in order.
+    pub items: Vec<Item>,
+    /// The bytes the records' ranges point into.
+    pub bytes: Vec<u8>,
+    /// The resource of the last record, to announce a change only.
+    last: Option<Resource>,
+}
+
+impl Emitted {
+    fn record(&mut self, resource: &Resource, field: &[u8]) {
+        if !self.last.as_ref().is_some_and(|r| r.same_as(resource)) {
+            self.items.push(Item::Resource(resource.clone()));
+            self.last = Some(resource.clone());
+        }
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(field);
+        self.items.push(Item::Record(start..self.bytes.len()));
+    }
+
+    /// Empties it for the next round, keeping the buffers.
+    pub fn clear(&mut self) {
+        self.items.clear();
+        self.bytes.clear();
+        self.last = None;
+    }
+}
+
+/// Attributes the decoder adds to records itself: a body with one of these
+/// keys takes the reference path, where the decoder's value replaces it.
+const ADDED_KEYS: [&str; 8] = [
+    ORIGINAL_BODY,
+    keys::IOSTREAM,
+    keys::FILE_PATH,
+    keys::TRUNCATED,
+    keys::INVALID_UTF8,
+    keys::PARSE_ERROR,
+    POSITION_STREAM_KEY,
+    POSITION_OFFSET_KEY,
+];
 
 /// Flags collected over the lines of one record.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -88,6 +160,19 @@ struct Flags {
 }
 
 impl Flags {
+    /// Appends the flags' attributes, as the reference path sets them.
+    fn encode(&self, out: &mut Vec<u8>) {
+        if self.truncated {
+            attr_field(keys::TRUNCATED, Scalar::Bool(true), out);
+        }
+        if self.invalid_utf8 {
+            attr_field(keys::INVALID_UTF8, Scalar::Bool(true), out);
+        }
+        if let Some(err) = &self.parse_error {
+            attr_field(keys::PARSE_ERROR, Scalar::Str(err), out);
+        }
+    }
+
     fn merge(&mut self, other: &Flags) {
         self.truncated |= other.truncated;
         self.invalid_utf8 |= other.invalid_utf8;
@@ -124,12 +209,35 @@ struct Slot {
     last_push: Option<Instant>,
 }
 
-/// A finished record waiting for in-order release.
+/// A finished record waiting for in-order release; its bytes are in the
+/// decoder's `arena`.
 #[derive(Debug)]
 struct Held {
     start: u64,
     end: u64,
-    record: LogRecord,
+    bytes: std::ops::Range<usize>,
+}
+
+/// The encoding state of one file's records, reused from record to record.
+struct Encoding {
+    /// The record being written.
+    sink: RecordBuf,
+    scratch: StreamScratch,
+    /// `log.file.path`, the same for every record of the file.
+    path_attr: Vec<u8>,
+    /// The position's stream attribute, likewise.
+    stream_attr: Vec<u8>,
+    /// The position's offset attribute of the record being written.
+    offset_attr: Vec<u8>,
+    /// `log.iostream` of stdout and stderr.
+    iostream: [Vec<u8>; 2],
+    /// Per-record attributes added after the body's.
+    extra: Vec<u8>,
+    /// Encoded held records.
+    arena: Vec<u8>,
+    /// The wall clock at the last `now` seen, for `observed_ns`: read once
+    /// per round, not once per record.
+    wall: Option<(Instant, i64)>,
 }
 
 /// The decoding state of one file.
@@ -143,6 +251,7 @@ pub(super) struct Decoder {
     partials: [PartialSpan; 3],
     slots: Option<[Slot; 3]>,
     held: VecDeque<Held>,
+    enc: Encoding,
     /// The last commit offset handed out: every byte before it is in
     /// released records.
     last_commit: u64,
@@ -187,7 +296,28 @@ impl Decoder {
             [make(), make(), make()]
         });
         let records_in = ctx.metrics.events_in.with_label_values(&[COMPONENT]);
+        let mut path_attr = Vec::new();
+        attr_field(keys::FILE_PATH, Scalar::Str(&path), &mut path_attr);
+        let mut stream_attr = Vec::new();
+        position_stream_field(&stream_id, &mut stream_attr);
+        let iostream = [Stream::Stdout, Stream::Stderr].map(|s| {
+            let mut b = Vec::new();
+            attr_field(keys::IOSTREAM, Scalar::Str(s.as_str()), &mut b);
+            b
+        });
+        let enc = Encoding {
+            sink: RecordBuf::default(),
+            scratch: StreamScratch::with_reserved_keys(&ADDED_KEYS),
+            path_attr,
+            stream_attr,
+            offset_attr: Vec::new(),
+            iostream,
+            extra: Vec::new(),
+            arena: Vec::new(),
+            wall: None,
+        };
         Decoder {
+            enc,
             merger: PartialMerger::new(ctx.max_merged_bytes),
             format: ctx.container_format,
             ctx,
@@ -215,8 +345,9 @@ impl Decoder {
         end: u64,
         truncated: bool,
         now: Instant,
-        out: &mut Vec<Item>,
+        out: &mut Emitted,
     ) {
+        self.tick(now);
         let metrics = &self.ctx.metrics;
         if truncated {
             metrics.discard(COMPONENT, reason::LINE_TRUNCATED);
@@ -299,7 +430,14 @@ impl Decoder {
         };
         let index = slot_of(stream);
         let Some(slot) = self.slots.as_mut().and_then(|s| s.get_mut(index)) else {
-            let held = self.build(text, stream, meta.start, meta.end, meta.timestamp_ns, flags);
+            let held = self.build(
+                &text,
+                stream,
+                meta.start,
+                meta.end,
+                meta.timestamp_ns,
+                flags,
+            );
             self.hold(held);
             return;
         };
@@ -338,7 +476,7 @@ impl Decoder {
                 f.truncated = true;
             }
             let held = self.build(
-                j.text,
+                &j.text,
                 stream,
                 j.first.start,
                 j.last.end,
@@ -349,10 +487,22 @@ impl Decoder {
         }
     }
 
-    /// Parses the body and builds the record.
+    /// Reads the wall clock for `observed_ns` once per distinct `now`.
+    fn tick(&mut self, now: Instant) {
+        if self.enc.wall.is_none_or(|(at, _)| at != now) {
+            self.enc.wall = Some((now, (self.ctx.wall_ns)()));
+        }
+    }
+
+    /// Parses the body and encodes the record into the arena.
+    ///
+    /// The streaming parser writes the body's fields straight into the
+    /// record; lines it does not handle take the reference path (a map,
+    /// where the decoder's attributes replace the body's of the same name),
+    /// which writes the same record.
     fn build(
-        &self,
-        text: String,
+        &mut self,
+        text: &str,
         stream: Stream,
         start: u64,
         end: u64,
@@ -360,41 +510,102 @@ impl Decoder {
         flags: Flags,
     ) -> Held {
         let ctx = &self.ctx;
-        let mut record = LogRecord {
-            observed_ns: (ctx.wall_ns)(),
-            timestamp_ns: envelope_ts,
-            resource: self.resource.clone(),
-            position: Some(SourcePosition {
-                stream: self.stream_id.clone(),
-                offset: end,
-            }),
-            ..LogRecord::default()
-        };
-        let mut flags = flags;
-        match parse_body(ctx.body_format, &text) {
+        let enc = &mut self.enc;
+        enc.sink.clear();
+        enc.extra.clear();
+        let observed_ns = enc.wall.map_or_else(|| (ctx.wall_ns)(), |(_, w)| w);
+        let from = enc.arena.len();
+        enc.offset_attr.clear();
+        position_offset_field(end, &mut enc.offset_attr);
+        match parse_body_streaming(ctx.body_format, text, &mut enc.sink, &mut enc.scratch) {
+            Streamed::Parsed(l) => {
+                if l.fields > 0 && ctx.keep_original_body {
+                    attr_field(ORIGINAL_BODY, Scalar::Str(text), &mut enc.extra);
+                }
+                if let Some(io) = enc.iostream.get(slot_of(stream)) {
+                    enc.extra.extend_from_slice(io);
+                }
+                flags.encode(&mut enc.extra);
+                let head = RecordHead {
+                    timestamp_ns: if envelope_ts > 0 {
+                        envelope_ts
+                    } else {
+                        l.timestamp_ns.unwrap_or(0)
+                    },
+                    observed_ns,
+                    severity: l.severity.unwrap_or(Severity::Unspecified),
+                    body: if l.message_lifted {
+                        &enc.scratch.message
+                    } else {
+                        text
+                    },
+                };
+                let extra: [&[u8]; 4] = [
+                    &enc.extra,
+                    &enc.path_attr,
+                    &enc.stream_attr,
+                    &enc.offset_attr,
+                ];
+                enc.sink.finish_into(&head, &extra, &mut enc.arena);
+            }
+            Streamed::NotHandled => {
+                enc.sink.clear();
+                let (attrs, body, timestamp_ns, severity) = self.reference(text, stream, flags);
+                let enc = &mut self.enc;
+                for (k, v) in &attrs {
+                    feed(&mut enc.sink, k, v);
+                }
+                let head = RecordHead {
+                    timestamp_ns: if envelope_ts > 0 {
+                        envelope_ts
+                    } else {
+                        timestamp_ns
+                    },
+                    observed_ns,
+                    severity,
+                    body: &body,
+                };
+                let extra: [&[u8]; 2] = [&enc.stream_attr, &enc.offset_attr];
+                enc.sink.finish_into(&head, &extra, &mut enc.arena);
+            }
+        }
+        Held {
+            start,
+            end,
+            bytes: from..self.enc.arena.len(),
+        }
+    }
+
+    /// The reference path of [`Decoder::build`]: attributes, body, time and
+    /// severity of a line the streaming parser left alone.
+    fn reference(
+        &self,
+        text: &str,
+        stream: Stream,
+        mut flags: Flags,
+    ) -> (Map<String, Value>, String, i64, Severity) {
+        let ctx = &self.ctx;
+        let (mut attrs, body, timestamp_ns, severity) = match parse_body(ctx.body_format, text) {
             Ok(parsed) => {
-                if record.timestamp_ns <= 0 {
-                    record.timestamp_ns = parsed.timestamp_ns.unwrap_or(0);
+                let mut attrs = parsed.fields;
+                if !attrs.is_empty() && ctx.keep_original_body {
+                    attrs.insert(ORIGINAL_BODY.to_owned(), Value::String(text.to_owned()));
                 }
-                record.severity = parsed.severity.unwrap_or(Severity::Unspecified);
-                let has_fields = !parsed.fields.is_empty();
-                record.attributes = parsed.fields;
-                if has_fields && ctx.keep_original_body {
-                    record
-                        .attributes
-                        .insert(ORIGINAL_BODY.to_owned(), Value::String(text));
-                }
-                record.body = parsed.message;
+                (
+                    attrs,
+                    parsed.message,
+                    parsed.timestamp_ns.unwrap_or(0),
+                    parsed.severity.unwrap_or(Severity::Unspecified),
+                )
             }
             Err(e) => {
                 ctx.metrics.discard(COMPONENT, reason::BODY_PARSE_ERROR);
                 if flags.parse_error.is_none() {
                     flags.parse_error = Some(e.to_string());
                 }
-                record.body = text;
+                (Map::new(), text.to_owned(), 0, Severity::Unspecified)
             }
-        }
-        let attrs = &mut record.attributes;
+        };
         if stream != Stream::Unknown {
             attrs.insert(
                 keys::IOSTREAM.to_owned(),
@@ -411,7 +622,23 @@ impl Decoder {
         if let Some(err) = flags.parse_error {
             attrs.insert(keys::PARSE_ERROR.to_owned(), Value::String(err));
         }
-        Held { start, end, record }
+        (attrs, body, timestamp_ns, severity)
+    }
+
+    /// Drops released records' bytes from the arena: all of them once
+    /// nothing is held, else the dead head once it is most of the arena.
+    fn compact_arena(&mut self) {
+        let arena = &mut self.enc.arena;
+        let Some(live) = self.held.iter().map(|h| h.bytes.start).min() else {
+            arena.clear();
+            return;
+        };
+        if live >= 64 * 1024 && live * 2 >= arena.len() {
+            arena.drain(..live);
+            for h in &mut self.held {
+                h.bytes = h.bytes.start - live..h.bytes.end - live;
+            }
+        }
     }
 
     /// Queues a finished record in end-offset order.
@@ -434,19 +661,22 @@ impl Decoder {
 
     /// Emits the records that can no longer be overtaken, then the new commit
     /// offset; `consumed` is the offset past the last line decoded.
-    fn release(&mut self, consumed: u64, out: &mut Vec<Item>) {
+    fn release(&mut self, consumed: u64, out: &mut Emitted) {
         if self.held.len() > MAX_HELD {
             // Another stream's record has been pending for too long behind a
             // flood on this one: emit it as it is rather than hold without bound.
             self.flush_slots(|_| true);
         }
         let bound = self.pending_bound();
+        let mut released = 0;
         while self.held.front().is_some_and(|h| h.end < bound) {
             if let Some(h) = self.held.pop_front() {
-                self.records_in.inc();
-                out.push(Item::Record(h.record));
+                released += 1;
+                out.record(&self.resource, self.enc.arena.get(h.bytes).unwrap_or(&[]));
             }
         }
+        self.records_in.inc_by(released);
+        self.compact_arena();
         let mut commit = consumed;
         for span in &self.partials {
             if let Some(s) = span.start {
@@ -463,7 +693,7 @@ impl Decoder {
         // their chunk and acknowledging a chunk releases exactly its lines.
         if commit > self.last_commit {
             self.last_commit = commit;
-            out.push(Item::Commit {
+            out.items.push(Item::Commit {
                 stream: self.stream_id.clone(),
                 offset: commit,
             });
@@ -522,7 +752,7 @@ impl Decoder {
             }
             let stream = STREAMS.get(i).copied().unwrap_or(Stream::Unknown);
             let held = self.build(
-                j.text,
+                &j.text,
                 stream,
                 j.first.start,
                 j.last.end,
@@ -534,7 +764,8 @@ impl Decoder {
     }
 
     /// Emits what has been pending longer than the flush delays.
-    pub fn flush_idle(&mut self, now: Instant, consumed: u64, out: &mut Vec<Item>) {
+    pub fn flush_idle(&mut self, now: Instant, consumed: u64, out: &mut Emitted) {
+        self.tick(now);
         for i in 0..self.partials.len() {
             let idle = self
                 .partials
@@ -554,7 +785,8 @@ impl Decoder {
     }
 
     /// Emits everything pending (file closed, truncated, or shutdown).
-    pub fn flush_all(&mut self, now: Instant, consumed: u64, out: &mut Vec<Item>) {
+    pub fn flush_all(&mut self, now: Instant, consumed: u64, out: &mut Emitted) {
+        self.tick(now);
         for i in 0..self.partials.len() {
             self.flush_partial(i, now);
         }
@@ -581,6 +813,25 @@ impl Decoder {
     }
 }
 
+/// The records `out` holds, decoded, with their resources.
+#[cfg(test)]
+pub(super) fn records_of(out: &Emitted) -> Vec<mecha_parsers::LogRecord> {
+    let mut enc = mecha_parsers::otlp::LogsEncoder::default();
+    let mut resource = Resource::default();
+    for item in &out.items {
+        match item {
+            Item::Resource(r) => resource = r.clone(),
+            Item::Record(range) => {
+                enc.push_encoded(&resource, out.bytes.get(range.clone()).unwrap_or(&[]))
+            }
+            Item::Commit { .. } => {}
+        }
+    }
+    let mut buf = Vec::new();
+    enc.finish_into(&mut buf);
+    mecha_parsers::otlp::decode_logs_request(&buf).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -602,7 +853,7 @@ mod tests {
 
     /// Feeds CRI lines; returns the records' (body, end offset) and the commits.
     fn feed(d: &mut Decoder, lines: &[&str], now: Instant) -> (Vec<(String, u64)>, Vec<u64>) {
-        let mut out = Vec::new();
+        let mut out = Emitted::default();
         let mut offset = 0u64;
         for l in lines {
             let end = offset + l.len() as u64 + 1;
@@ -612,15 +863,15 @@ mod tests {
         split(out)
     }
 
-    fn split(out: Vec<Item>) -> (Vec<(String, u64)>, Vec<u64>) {
+    fn split(out: Emitted) -> (Vec<(String, u64)>, Vec<u64>) {
         let mut records = Vec::new();
         let mut commits = Vec::new();
-        for item in out {
-            match item {
-                Item::Record(r) => {
-                    records.push((r.body, r.position.map(|p| p.offset).unwrap_or(0)))
-                }
-                Item::Commit { offset, .. } => commits.push(offset),
+        for r in records_of(&out) {
+            records.push((r.body, r.position.map(|p| p.offset).unwrap_or(0)));
+        }
+        for item in out.items {
+            if let Item::Commit { offset, .. } = item {
+                commits.push(offset);
             }
         }
         (records, commits)
@@ -651,7 +902,7 @@ mod tests {
         assert!(records.is_empty(), "{records:?}");
         assert!(commits.is_empty(), "{commits:?}");
         // The stdout record grows past "stderr one": now it can go.
-        let mut out = Vec::new();
+        let mut out = Emitted::default();
         let cont = format!("{OUT} java.lang.RuntimeException: boom");
         d.line(cont.as_bytes(), 300, 400, false, now, &mut out);
         let (records, commits) = split(out);
@@ -660,7 +911,7 @@ mod tests {
             ["stderr one"]
         );
         assert!(commits.is_empty(), "{commits:?}");
-        let mut out = Vec::new();
+        let mut out = Emitted::default();
         d.flush_all(now, 400, &mut out);
         let (rest, commits) = split(out);
         let bodies: Vec<&str> = rest.iter().map(|(b, _)| b.as_str()).collect();
@@ -688,9 +939,9 @@ mod tests {
         let (records, _) = feed(&mut d, &[&format!("{OUT} 2024-01-15 INFO alone")], now);
         assert!(records.is_empty());
         assert_eq!(d.deadline(), Some(now + Duration::from_secs(1)));
-        let mut out = Vec::new();
+        let mut out = Emitted::default();
         d.flush_idle(now + Duration::from_millis(999), 0, &mut out);
-        assert!(out.is_empty());
+        assert!(out.items.is_empty());
         d.flush_idle(now + Duration::from_secs(1), 0, &mut out);
         let (records, _) = split(out);
         assert_eq!(records.len(), 1);
@@ -732,5 +983,94 @@ mod tests {
         );
         assert!(records.iter().any(|(b, _)| b.ends_with("pending forever")));
         assert!(!commits.is_empty());
+    }
+
+    /// The record `build` makes of `text`, decoded.
+    fn built(
+        d: &mut Decoder,
+        text: &str,
+        stream: Stream,
+        flags: Flags,
+    ) -> mecha_parsers::LogRecord {
+        let mut out = Emitted::default();
+        let held = d.build(text, stream, 0, 100, 0, flags);
+        out.record(&d.resource, d.enc.arena.get(held.bytes).unwrap_or(&[]));
+        d.enc.arena.clear();
+        records_of(&out).pop().unwrap_or_default()
+    }
+
+    /// The record the reference path alone makes of `text`.
+    fn reference(
+        d: &Decoder,
+        text: &str,
+        stream: Stream,
+        flags: Flags,
+    ) -> mecha_parsers::LogRecord {
+        let (attributes, body, timestamp_ns, severity) = d.reference(text, stream, flags);
+        mecha_parsers::LogRecord {
+            timestamp_ns,
+            observed_ns: 1,
+            severity,
+            body,
+            attributes,
+            resource: d.resource.clone(),
+            position: Some(mecha_parsers::SourcePosition {
+                stream: d.stream_id.clone(),
+                offset: 100,
+            }),
+        }
+    }
+
+    #[test]
+    fn streamed_and_reference_records_are_the_same() {
+        let lines = [
+            r#"{"level":"error","msg":"db down","retry":3,"ctx":{"a":[1,null]}}"#,
+            r#"level=warn msg="slow query" rows=7"#,
+            "2024-01-15 10:20:30.123 ERROR 1 --- [main] c.s.App : boom",
+            "<34>Oct 11 22:14:15 mymachine su: 'su root' failed",
+            r#"{"broken":"#,
+            "",
+        ];
+        let flag_sets = [
+            Flags::default(),
+            Flags {
+                truncated: true,
+                invalid_utf8: true,
+                parse_error: Some("bad envelope".into()),
+            },
+        ];
+        for keep in [false, true] {
+            let mut c = (*ctx(None)).clone_for_test();
+            c.keep_original_body = keep;
+            let mut d = Decoder::new(Arc::new(c), Arc::from("fp"), Path::new("/var/log/x.log"), 0);
+            d.tick(Instant::now());
+            for text in lines {
+                for stream in [Stream::Stdout, Stream::Unknown] {
+                    for flags in &flag_sets {
+                        let want = reference(&d, text, stream, flags.clone());
+                        let mut got = built(&mut d, text, stream, flags.clone());
+                        got.observed_ns = 1;
+                        assert_eq!(got, want, "{text:?} {stream:?} {flags:?} keep={keep}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_body_field_named_like_an_added_attribute_gives_way_to_the_decoders() {
+        let mut d = Decoder::new(ctx(None), Arc::from("fp"), Path::new("/var/log/x.log"), 0);
+        let text = r#"{"msg":"hi","log.file.path":"/forged","log.iostream":"x","n":1}"#;
+        let r = built(&mut d, text, Stream::Stderr, Flags::default());
+        assert_eq!(r.body, "hi");
+        assert_eq!(
+            r.attributes.get(keys::FILE_PATH),
+            Some(&Value::from("/var/log/x.log"))
+        );
+        assert_eq!(
+            r.attributes.get(keys::IOSTREAM),
+            Some(&Value::from("stderr"))
+        );
+        assert_eq!(r.attributes.get("n"), Some(&Value::from(1)));
     }
 }

@@ -41,6 +41,7 @@ use crate::pipeline::{Chunk, Output};
 use checkpoint::AckBook;
 use chunk::ChunkBuilder;
 use decode::DecodeCtx;
+use decode::Emitted;
 use discover::{DirWatch, Globs, Wake};
 use tailer::{Tailer, TailerConfig};
 
@@ -358,6 +359,7 @@ impl TailSource {
             opts.chunk_max_bytes.max(1),
             opts.chunk_max_delay,
             book.clone(),
+            out.codec(),
         );
         let driver = Driver {
             unacknowledged: builder.counter(),
@@ -369,7 +371,11 @@ impl TailSource {
             paths: paths.clone(),
             opts,
         };
-        let work = Box::new(Work { tailer, builder });
+        let work = Box::new(Work {
+            tailer,
+            builder,
+            emitted: Emitted::default(),
+        });
         let task = tokio::spawn(driver.run(work));
         Ok(TailHandle { task, paths })
     }
@@ -381,6 +387,8 @@ impl TailSource {
 struct Work {
     tailer: Tailer,
     builder: ChunkBuilder,
+    /// What the decoders emit in a round, reused.
+    emitted: Emitted,
 }
 
 /// What one round produced.
@@ -405,9 +413,10 @@ impl Work {
         if scan {
             self.tailer.scan(std_now);
         }
-        let mut items = Vec::new();
+        let mut items = std::mem::take(&mut self.emitted);
         let progressed = self.tailer.round(std_now, budget, &mut items);
-        let mut chunks = self.chunk(items, now);
+        let mut chunks = self.chunk(&mut items, now);
+        self.emitted = items;
         if self.builder.deadline().is_some_and(|d| now >= d) {
             chunks.extend(self.builder.seal());
         }
@@ -429,18 +438,23 @@ impl Work {
 
     /// Emits everything pending (shutdown) as chunks.
     fn finish(&mut self, now: Instant) -> Vec<Chunk> {
-        let mut items = Vec::new();
+        let mut items = Emitted::default();
         self.tailer.flush_all(now.into_std(), &mut items);
-        let mut chunks = self.chunk(items, now);
+        let mut chunks = self.chunk(&mut items, now);
         chunks.extend(self.builder.seal());
         chunks
     }
 
-    fn chunk(&mut self, items: Vec<decode::Item>, now: Instant) -> Vec<Chunk> {
-        items
-            .into_iter()
-            .filter_map(|item| self.builder.push(item, now))
-            .collect()
+    /// Feeds what the decoders emitted to the chunk builder, leaving
+    /// `emitted` empty (its buffers kept for the next round).
+    fn chunk(&mut self, emitted: &mut Emitted, now: Instant) -> Vec<Chunk> {
+        let chunks = emitted
+            .items
+            .drain(..)
+            .filter_map(|item| self.builder.push(item, &emitted.bytes, now))
+            .collect();
+        emitted.clear();
+        chunks
     }
 }
 

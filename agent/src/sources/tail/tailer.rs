@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::COMPONENT;
 use super::checkpoint::AckBook;
-use super::decode::{DecodeCtx, Decoder, Item};
+use super::decode::{DecodeCtx, Decoder, Emitted};
 use super::discover::{DirWatch, Globs};
 use super::reader::{LineReader, fingerprint_file, last_line_boundary};
 use crate::metrics::{AgentMetrics, reason};
@@ -324,7 +324,7 @@ impl Tailer {
     /// Reads up to about `budget` bytes, round-robin over the open files
     /// (each at most [`FILE_SLICE`] per round), closes drained rotated files and
     /// flushes idle multiline records. Returns whether any byte was read.
-    pub fn round(&mut self, now: Instant, budget: usize, out: &mut Vec<Item>) -> bool {
+    pub fn round(&mut self, now: Instant, budget: usize, out: &mut Emitted) -> bool {
         let n = self.files.len();
         let mut used = 0;
         let mut progressed = false;
@@ -347,7 +347,7 @@ impl Tailer {
     }
 
     /// One turn of file `i`; returns the bytes read.
-    fn poll(&mut self, i: usize, now: Instant, slice: usize, out: &mut Vec<Item>) -> usize {
+    fn poll(&mut self, i: usize, now: Instant, slice: usize, out: &mut Emitted) -> usize {
         let Some(f) = self.files.get_mut(i) else {
             return 0;
         };
@@ -424,7 +424,7 @@ impl Tailer {
 
     /// Closes rotated or deleted files that were read to their end and have
     /// been quiet for [`DRAIN_GRACE`], emitting their incomplete last line.
-    fn close_drained(&mut self, now: Instant, out: &mut Vec<Item>) {
+    fn close_drained(&mut self, now: Instant, out: &mut Emitted) {
         let mut i = 0;
         while let Some(f) = self.files.get(i) {
             let quiet_since = f.gone_since.map(|g| g.max(f.last_growth));
@@ -459,7 +459,7 @@ impl Tailer {
     }
 
     /// Emits every pending merge and multiline record (shutdown).
-    pub fn flush_all(&mut self, now: Instant, out: &mut Vec<Item>) {
+    pub fn flush_all(&mut self, now: Instant, out: &mut Emitted) {
         for f in &mut self.files {
             let consumed = f.reader.consumed();
             if let Some(d) = f.decoder.as_mut() {
@@ -499,6 +499,7 @@ impl Tailer {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod close_tests {
+    use super::super::decode::records_of;
     use super::*;
     use std::fs::OpenOptions;
     use std::io::Write;
@@ -541,10 +542,10 @@ mod close_tests {
         fs::write(&b, line("b first")).unwrap();
         let t0 = Instant::now();
         t.scan(t0);
-        let mut out = Vec::new();
+        let mut out = Emitted::default();
         // Both read to their end: b.log's at_eof is true.
         t.round(t0, 1 << 20, &mut out);
-        let records = |out: &Vec<Item>| out.iter().filter(|i| matches!(i, Item::Record(_))).count();
+        let records = |out: &Emitted| records_of(out).len();
         assert_eq!(records(&out), 2);
         // b.log gets its last lines, then is rotated out of the glob.
         let mut f = OpenOptions::new().append(true).open(&b).unwrap();
@@ -573,9 +574,9 @@ mod close_tests {
             now += Duration::from_millis(10);
             t.round(now, 1 << 20, &mut out);
         }
-        let late = out
+        let late = records_of(&out)
             .iter()
-            .filter(|i| matches!(i, Item::Record(r) if r.body.contains("b late")))
+            .filter(|r| r.body.contains("b late"))
             .count();
         assert_eq!(
             late, 10,

@@ -52,7 +52,7 @@ fn append(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 async fn start(opts: TailOptions, capacity: usize) -> Result<Running, TailError> {
     let metrics = Arc::new(AgentMetrics::new());
-    let (out, input) = pipeline::channel(capacity, metrics.clone());
+    let (out, input) = pipeline::channel(capacity, metrics.clone(), pipeline::ChunkCodec::Raw);
     let shutdown = Shutdown::new();
     let handle = TailSource::start(opts, out, metrics.clone(), shutdown.clone()).await?;
     Ok(Running {
