@@ -112,9 +112,15 @@ pub struct LogsEncoder {
     last: Option<usize>,
     /// Scratch for the size slots of the record being written.
     sizes: Vec<usize>,
+    /// Emptied group buffers, kept for the next request so that a reused
+    /// encoder does not grow new ones record by record.
+    spare: Vec<Vec<u8>>,
     records: usize,
     bytes: usize,
 }
+
+/// Most emptied group buffers an encoder keeps.
+const MAX_SPARE: usize = 8;
 
 #[derive(Debug)]
 struct Group {
@@ -168,7 +174,7 @@ impl LogsEncoder {
                 None => {
                     self.groups.push(Group {
                         resource: resource.clone(),
-                        records: Vec::new(),
+                        records: self.spare.pop().unwrap_or_default(),
                     });
                     self.groups.len() - 1
                 }
@@ -231,7 +237,12 @@ impl LogsEncoder {
             w.buf.extend_from_slice(&g.records);
         }
         debug_assert_eq!(w.buf.len() - start, total, "sizes agree with bytes");
-        self.groups.clear();
+        for mut g in self.groups.drain(..) {
+            if self.spare.len() < MAX_SPARE {
+                g.records.clear();
+                self.spare.push(g.records);
+            }
+        }
         self.last = None;
         self.records = 0;
         self.bytes = 0;
