@@ -39,8 +39,9 @@ impl Drop for Alive {
 /// The chunk being filled.
 pub(super) struct ChunkBuilder {
     encoder: LogsEncoder,
-    /// The resource of the records being pushed.
+    /// The resource and stream of the records being pushed.
     resource: Resource,
+    stream: Option<Arc<str>>,
     commits: HashMap<Arc<str>, u64>,
     /// The latest commit, kept out of the map: commits come once per line,
     /// nearly always for the same file as the one before.
@@ -66,6 +67,7 @@ impl ChunkBuilder {
         ChunkBuilder {
             encoder: LogsEncoder::default(),
             resource: Resource::default(),
+            stream: None,
             commits: HashMap::new(),
             last_commit: None,
             started: None,
@@ -91,22 +93,19 @@ impl ChunkBuilder {
     /// lands in the chunk holding the records it covers (or a later one).
     pub fn push(&mut self, item: Item, bytes: &[u8], now: Instant) -> Option<Chunk> {
         match item {
-            Item::Resource(r) => {
-                self.resource = r;
+            Item::Source { resource, stream } => {
+                self.resource = resource;
+                self.stream = Some(stream);
                 None
             }
             Item::Commit { stream, offset } => {
-                match &mut self.last_commit {
-                    Some((s, o)) if Arc::ptr_eq(s, &stream) => *o = (*o).max(offset),
-                    last => {
-                        if let Some((s, o)) = last.replace((stream, offset)) {
-                            self.merge_commit(s, o);
-                        }
-                    }
-                }
+                self.commit(&stream, offset);
                 None
             }
-            Item::Record(range) => {
+            Item::Record {
+                bytes: range,
+                commit,
+            } => {
                 let sealed = if self.encoder.bytes() >= self.max_bytes {
                     self.seal()
                 } else {
@@ -117,7 +116,24 @@ impl ChunkBuilder {
                 }
                 self.encoder
                     .push_encoded(&self.resource, bytes.get(range).unwrap_or(&[]));
+                if commit > 0
+                    && let Some(stream) = self.stream.clone()
+                {
+                    self.commit(&stream, commit);
+                }
                 sealed
+            }
+        }
+    }
+
+    /// Notes a commit offset for the current chunk.
+    fn commit(&mut self, stream: &Arc<str>, offset: u64) {
+        match &mut self.last_commit {
+            Some((s, o)) if Arc::ptr_eq(s, stream) => *o = (*o).max(offset),
+            last => {
+                if let Some((s, o)) = last.replace((stream.clone(), offset)) {
+                    self.merge_commit(s, o);
+                }
             }
         }
     }
@@ -172,7 +188,11 @@ mod tests {
     fn record(b: &mut ChunkBuilder, body: &str, now: Instant) -> Option<Chunk> {
         let mut bytes = Vec::new();
         encode_record_field(&LogRecord::new(body, 1), &mut Vec::new(), &mut bytes);
-        b.push(Item::Record(0..bytes.len()), &bytes, now)
+        let item = Item::Record {
+            bytes: 0..bytes.len(),
+            commit: 0,
+        };
+        b.push(item, &bytes, now)
     }
 
     fn commit(b: &mut ChunkBuilder, stream: &Arc<str>, offset: u64, now: Instant) -> Option<Chunk> {

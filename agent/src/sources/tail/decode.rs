@@ -93,12 +93,25 @@ impl DecodeCtx {
 /// What the decoder hands to the chunk builder.
 #[derive(Debug)]
 pub(super) enum Item {
-    /// The records that follow belong to this resource.
-    Resource(Resource),
+    /// The records that follow come from this file.
+    Source {
+        /// Its resource.
+        resource: Resource,
+        /// Its stream identity.
+        stream: Arc<str>,
+    },
     /// A finished record: its `ScopeLogs.log_records` field, in
     /// [`Emitted::bytes`].
-    Record(std::ops::Range<usize>),
-    /// Every byte of the stream before `offset` is in emitted records.
+    Record {
+        /// Where its bytes are.
+        bytes: std::ops::Range<usize>,
+        /// When not 0, every byte of the stream before this offset is in
+        /// records emitted so far, this one included: the commit travels
+        /// with the record, not as an item (and an `Arc` clone) per line.
+        commit: u64,
+    },
+    /// Every byte of the stream before `offset` is in emitted records (when
+    /// no record carries it).
     Commit {
         /// File fingerprint.
         stream: Arc<str>,
@@ -115,19 +128,39 @@ pub(super) struct Emitted {
     pub items: Vec<Item>,
     /// The bytes the records' ranges point into.
     pub bytes: Vec<u8>,
-    /// The resource of the last record, to announce a change only.
-    last: Option<Resource>,
+    /// The stream of the last record, to announce a change only.
+    last: Option<Arc<str>>,
 }
 
 impl Emitted {
-    fn record(&mut self, resource: &Resource, field: &[u8]) {
-        if !self.last.as_ref().is_some_and(|r| r.same_as(resource)) {
-            self.items.push(Item::Resource(resource.clone()));
-            self.last = Some(resource.clone());
+    fn record(&mut self, resource: &Resource, stream: &Arc<str>, field: &[u8]) {
+        if !self.last.as_ref().is_some_and(|s| Arc::ptr_eq(s, stream)) {
+            self.items.push(Item::Source {
+                resource: resource.clone(),
+                stream: stream.clone(),
+            });
+            self.last = Some(stream.clone());
         }
         let start = self.bytes.len();
         self.bytes.extend_from_slice(field);
-        self.items.push(Item::Record(start..self.bytes.len()));
+        self.items.push(Item::Record {
+            bytes: start..self.bytes.len(),
+            commit: 0,
+        });
+    }
+
+    /// Records that every byte of `stream` before `offset` is emitted: on
+    /// the last record if it is the stream's, else as an item.
+    fn commit(&mut self, stream: &Arc<str>, offset: u64) {
+        let ours = self.last.as_ref().is_some_and(|s| Arc::ptr_eq(s, stream));
+        if let (true, Some(Item::Record { commit, .. })) = (ours, self.items.last_mut()) {
+            *commit = offset;
+            return;
+        }
+        self.items.push(Item::Commit {
+            stream: stream.clone(),
+            offset,
+        });
     }
 
     /// Empties it for the next round, keeping the buffers.
@@ -672,7 +705,8 @@ impl Decoder {
         while self.held.front().is_some_and(|h| h.end < bound) {
             if let Some(h) = self.held.pop_front() {
                 released += 1;
-                out.record(&self.resource, self.enc.arena.get(h.bytes).unwrap_or(&[]));
+                let field = self.enc.arena.get(h.bytes).unwrap_or(&[]);
+                out.record(&self.resource, &self.stream_id, field);
             }
         }
         self.records_in.inc_by(released);
@@ -693,10 +727,7 @@ impl Decoder {
         // their chunk and acknowledging a chunk releases exactly its lines.
         if commit > self.last_commit {
             self.last_commit = commit;
-            out.items.push(Item::Commit {
-                stream: self.stream_id.clone(),
-                offset: commit,
-            });
+            out.commit(&self.stream_id, commit);
         }
     }
 
@@ -817,12 +848,12 @@ impl Decoder {
 #[cfg(test)]
 pub(super) fn records_of(out: &Emitted) -> Vec<mecha_parsers::LogRecord> {
     let mut enc = mecha_parsers::otlp::LogsEncoder::default();
-    let mut resource = Resource::default();
+    let mut source = Resource::default();
     for item in &out.items {
         match item {
-            Item::Resource(r) => resource = r.clone(),
-            Item::Record(range) => {
-                enc.push_encoded(&resource, out.bytes.get(range.clone()).unwrap_or(&[]))
+            Item::Source { resource, .. } => source = resource.clone(),
+            Item::Record { bytes, .. } => {
+                enc.push_encoded(&source, out.bytes.get(bytes.clone()).unwrap_or(&[]))
             }
             Item::Commit { .. } => {}
         }
@@ -870,8 +901,11 @@ mod tests {
             records.push((r.body, r.position.map(|p| p.offset).unwrap_or(0)));
         }
         for item in out.items {
-            if let Item::Commit { offset, .. } = item {
-                commits.push(offset);
+            match item {
+                Item::Commit { offset, .. } | Item::Record { commit: offset, .. } if offset > 0 => {
+                    commits.push(offset)
+                }
+                _ => {}
             }
         }
         (records, commits)
@@ -994,7 +1028,11 @@ mod tests {
     ) -> mecha_parsers::LogRecord {
         let mut out = Emitted::default();
         let held = d.build(text, stream, 0, 100, 0, flags);
-        out.record(&d.resource, d.enc.arena.get(held.bytes).unwrap_or(&[]));
+        out.record(
+            &d.resource,
+            &d.stream_id,
+            d.enc.arena.get(held.bytes).unwrap_or(&[]),
+        );
         d.enc.arena.clear();
         records_of(&out).pop().unwrap_or_default()
     }
