@@ -58,6 +58,14 @@ pub enum Error {
         /// The underlying error, rendered.
         reason: String,
     },
+    /// The issue store reported an error.
+    #[error("issue store: {action}: {reason}")]
+    IssueStore {
+        /// What we were doing (`record events`, `list issues`, ...).
+        action: &'static str,
+        /// The underlying error, rendered.
+        reason: String,
+    },
     /// A search query could not be parsed.
     #[error("invalid query {query:?}: {reason}")]
     Query {
