@@ -84,6 +84,14 @@ pub enum Error {
         /// What was given.
         found: String,
     },
+    /// A requested item does not exist.
+    #[error("no {what} {id:?}")]
+    NotFound {
+        /// What was asked for (`issue`).
+        what: &'static str,
+        /// The id as given.
+        id: String,
+    },
     /// The writer is gone: the aggregator is shutting down or its writer failed.
     #[error("index writer is not running (aggregator shutting down or writer failed)")]
     WriterStopped,

@@ -367,7 +367,7 @@ pub fn tag<'a>(event: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 
 /// The title Sentry shows: `Type: first line of value` for errors, else the
 /// first line of the message, else `<unlabeled event>`.
-fn title(event: &Map<String, Value>) -> String {
+pub fn title(event: &Map<String, Value>) -> String {
     if let Some(e) = exceptions(event).last() {
         let ty = str_field(e, "type");
         let value = str_field(e, "value").and_then(|v| v.lines().find(|l| !l.trim().is_empty()));
