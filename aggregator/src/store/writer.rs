@@ -406,7 +406,14 @@ impl Writer {
         }
         for (day, added) in touched {
             let name = days::dir_name(day);
-            let hwm = self.pending.get(&day).cloned().unwrap_or_default();
+            // A day touched only by records without a position (events,
+            // third-party OTLP) keeps its committed marks.
+            let hwm = self
+                .pending
+                .get(&day)
+                .or_else(|| self.committed.get(&day))
+                .cloned()
+                .unwrap_or_default();
             let writer = self.day_writer(day)?;
             let mut prepared = writer
                 .prepare_commit()
@@ -622,6 +629,20 @@ mod tests {
             writer.commit().unwrap();
             assert_eq!(store.search("*", 0, i64::MAX, 1).unwrap().total, 1);
         }
+    }
+
+    #[test]
+    fn a_commit_of_records_without_positions_keeps_the_days_marks() {
+        let dir = tempdir();
+        let (store, mut writer) = open_store(dir.path());
+        let t = today_start_ns() + HOUR_NS;
+        let line = || at(record(t, Severity::Info, "a", "positioned"), "f", 10);
+        writer.write_batches(vec![vec![line()]]).unwrap();
+        let unpositioned = record(t, Severity::Info, "a", "from any sender");
+        writer.write_batches(vec![vec![unpositioned]]).unwrap();
+        let o = writer.write_batches(vec![vec![line()]]).unwrap();
+        assert_eq!(o[0].duplicates, 1);
+        assert_eq!(total(&store, "positioned", t), 1);
     }
 
     #[test]
