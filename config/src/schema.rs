@@ -317,7 +317,8 @@ pub struct AggregatorConfig {
     /// HTTP API, `/metrics`, `/health`. Default `127.0.0.1:8080`.
     #[serde(default = "default_http")]
     pub http: ListenerConfig,
-    /// Whole UTC days of logs kept. Default 7.
+    /// Whole UTC days of logs and Sentry events kept (issues whose newest
+    /// event is older go too). Default 7.
     #[serde(default = "default_retention")]
     pub retention_days: u32,
     /// How often received records are committed to the index (and acknowledged). Default 500ms.

@@ -19,7 +19,7 @@ use super::grouping::{self, group};
 use super::store::{IssueStore, NewEvent, Recorded};
 use super::{IssueEvent, Status};
 use crate::Error;
-use crate::metrics::{EventOutcome, Metrics};
+use crate::metrics::{DiscardReason, EventOutcome, Metrics};
 
 /// Attribute added to an event's log record: the issue it was grouped into.
 pub const ISSUE_ID_ATTR: &str = "sentry.issue_id";
@@ -158,6 +158,7 @@ impl EventRouter {
         self.metrics.issue_events(EventOutcome::Grouped, grouped);
         self.metrics
             .issue_events(EventOutcome::Duplicate, duplicates);
+        self.metrics.discarded(DiscardReason::Duplicate, duplicates);
         if self.hooks.receiver_count() == 0 {
             return;
         }
