@@ -7,7 +7,7 @@
 //! The rules (facts, not code) come from Sentry's grouping documentation and
 //! `src/sentry/grouping/strategies/newstyle.py`: per exception its type
 //! (unless synthetic), its stack trace (in-app frames only when the event has
-//! any, recursion collapsed, see [`frame`]) and its value only when no frame
+//! any, recursion collapsed, see the `frame` module) and its value only when no frame
 //! contributes; every exception of a chain contributes. A group is the hash of
 //! those components. This module is a pure function of the event JSON: it
 //! must not store, index or look at anything but the event.
