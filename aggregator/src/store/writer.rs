@@ -307,16 +307,25 @@ impl Writer {
                 record
                     .attributes
                     .insert(ISSUE_ID_ATTR.to_string(), Value::from(r.issue.id));
-                self.index_event(record, &event_id)?;
+                // Only an event seen before can have a document already (a
+                // crash after the index commit): the id is durable in the
+                // issue store before any document is added. Deleting for new
+                // events too would cost a term lookup per segment each.
+                self.index_event(record, &event_id, r.duplicate)?;
             }
             out.push((event_id, r));
         }
         Ok(out)
     }
 
-    /// Adds an event's record to its day's index in place of any earlier
-    /// document of the same event id (uncommitted).
-    fn index_event(&mut self, record: LogRecord, event_id: &str) -> Result<(), Error> {
+    /// Adds an event's record to its day's index (uncommitted), in place of
+    /// any earlier document of the same event id when `replace`.
+    fn index_event(
+        &mut self,
+        record: LogRecord,
+        event_id: &str,
+        replace: bool,
+    ) -> Result<(), Error> {
         let now = (self.clock)();
         let ts = days::effective_ns(record.timestamp_ns, record.observed_ns, now);
         let day = days::day_of(ts);
@@ -325,7 +334,9 @@ impl Writer {
         term.append_type_and_str(event_id);
         let doc = self.store.fields().to_document(record, ts);
         let writer = self.day_writer(day)?;
-        writer.delete_term(term);
+        if replace {
+            writer.delete_term(term);
+        }
         writer
             .add_document(doc)
             .map_err(|e| Error::index(days::dir_name(day), e))?;
