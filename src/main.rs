@@ -32,6 +32,9 @@ enum Command {
     Aggregator(RunArgs),
     /// Search logs: `mecha search 'level:error AND namespace:shop' --since 1h`.
     Search(cli::search::SearchArgs),
+    /// List Sentry issues (`mecha issues --project 1`), or change one
+    /// (`mecha issues resolve 12`).
+    Issues(cli::issues::IssuesArgs),
     /// Parse lines with a format and print one JSON event per record.
     Parse(cli::parse::ParseArgs),
     /// Check a config file without starting anything.
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Agent(a) => cli::run::run(cli::run::Role::Agent, to_overrides(a)),
         Command::Aggregator(a) => cli::run::run(cli::run::Role::Aggregator, to_overrides(a)),
         Command::Search(a) => cli::search::run(a),
+        Command::Issues(a) => cli::issues::run(a),
         Command::Parse(a) => cli::parse::run(a),
         Command::Validate { config } => cli::validate::run(&config),
     };

@@ -58,6 +58,14 @@ pub enum Error {
         /// The underlying error, rendered.
         reason: String,
     },
+    /// The issue store reported an error.
+    #[error("issue store: {action}: {reason}")]
+    IssueStore {
+        /// What we were doing (`record events`, `list issues`, ...).
+        action: &'static str,
+        /// The underlying error, rendered.
+        reason: String,
+    },
     /// A search query could not be parsed.
     #[error("invalid query {query:?}: {reason}")]
     Query {
@@ -75,6 +83,14 @@ pub enum Error {
         expected: &'static str,
         /// What was given.
         found: String,
+    },
+    /// A requested item does not exist.
+    #[error("no {what} {id:?}")]
+    NotFound {
+        /// What was asked for (`issue`).
+        what: &'static str,
+        /// The id as given.
+        id: String,
     },
     /// The writer is gone: the aggregator is shutting down or its writer failed.
     #[error("index writer is not running (aggregator shutting down or writer failed)")]

@@ -1,10 +1,13 @@
-//! The aggregator: mecha's central service that receives, indexes and searches logs.
+//! The aggregator: mecha's central service that receives, indexes and searches
+//! logs, and groups Sentry events into issues.
 //!
 //! Agents (and any OTLP sender) export log records over OTLP/gRPC
 //! ([`receive`]); `mecha standalone` pushes them in-process through an
 //! [`Ingest`] handle. Records are deduplicated by source position and indexed
-//! into one tantivy index per UTC day ([`store`]) with group commits; the HTTP
-//! API ([`query`]) searches them. [`Aggregator`] wires these together.
+//! into one tantivy index per UTC day ([`store`]) with group commits; records
+//! that carry a Sentry event are first grouped into issues ([`issues`]). The
+//! HTTP API ([`query`]) searches logs and serves issues. [`Aggregator`] wires
+//! these together.
 //!
 //! This crate must not depend on the agent, must not parse command lines or
 //! configuration files (the binary does), and must not run CPU-heavy indexing on
@@ -26,12 +29,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 pub use error::Error;
 pub use ingest::{Ingest, IngestOutcome};
 
+use crate::issues::route::EventRouter;
+use crate::issues::{IssueEvent, IssueStore};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::writer::Writer;
@@ -56,6 +61,9 @@ pub struct AggregatorOptions {
     /// Bound on the bytes of records waiting for a commit; over it, ingest waits.
     /// Default 64 MiB.
     pub max_pending_bytes: usize,
+    /// Events kept per issue for the events API (the newest; counts go on
+    /// regardless). Default 100.
+    pub max_events_per_issue: u64,
 }
 
 impl Default for AggregatorOptions {
@@ -67,6 +75,7 @@ impl Default for AggregatorOptions {
             retention_days: 7,
             commit_interval: Duration::from_millis(500),
             max_pending_bytes: 64 * 1024 * 1024,
+            max_events_per_issue: 100,
         }
     }
 }
@@ -76,6 +85,8 @@ impl Default for AggregatorOptions {
 pub struct Aggregator {
     ingest: Ingest,
     store: Arc<Store>,
+    issues: Arc<IssueStore>,
+    hooks: broadcast::Sender<IssueEvent>,
     metrics: Arc<Metrics>,
     grpc_addr: Option<SocketAddr>,
     http_addr: Option<SocketAddr>,
@@ -86,24 +97,36 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
-    /// Opens the indexes under `opts.data_dir`, deletes days past retention,
-    /// binds the listeners (port 0 allowed) and starts serving.
+    /// Opens the indexes under `opts.data_dir/logs` and the issue store under
+    /// `opts.data_dir/issues`, deletes days past retention, binds the
+    /// listeners (port 0 allowed) and starts serving.
     pub async fn start(opts: AggregatorOptions) -> Result<Aggregator, Error> {
         let metrics = Arc::new(Metrics::new()?);
         let root = opts.data_dir.join("logs");
-        let (store, hwms) = tokio::task::spawn_blocking(move || Store::open(&root))
-            .await
-            .map_err(|e| Error::Task {
-                what: "open indexes",
-                reason: e.to_string(),
-            })??;
+        let issues_dir = opts.data_dir.join("issues");
+        let max_events = opts.max_events_per_issue;
+        let opened = tokio::task::spawn_blocking(move || {
+            let logs = Store::open(&root)?;
+            let issues = IssueStore::open(&issues_dir, max_events)?;
+            Ok::<_, Error>((logs, issues))
+        })
+        .await
+        .map_err(|e| Error::Task {
+            what: "open indexes",
+            reason: e.to_string(),
+        })??;
+        let ((store, hwms), issues) = opened;
         let store = Arc::new(store);
+        let issues = Arc::new(issues);
+        let (hooks, _) = broadcast::channel(issues::HOOK_CAPACITY);
+        let router = EventRouter::new(Arc::clone(&issues), Arc::clone(&metrics), hooks.clone());
         let writer = Writer::new(
             Arc::clone(&store),
             hwms,
             Arc::clone(&metrics),
             opts.retention_days,
-        );
+        )
+        .with_events(router);
         let (ingest, writer_task) = ingest::spawn(
             writer,
             Arc::clone(&metrics),
@@ -144,6 +167,7 @@ impl Aggregator {
             http_addr = Some(local_addr("http", addr, &listener)?);
             let router = query::router(query::ApiState {
                 store: Arc::clone(&store),
+                issues: Arc::clone(&issues),
                 metrics: Arc::clone(&metrics),
                 ready: Arc::clone(&ready),
             });
@@ -163,6 +187,8 @@ impl Aggregator {
         Ok(Aggregator {
             ingest,
             store,
+            issues,
+            hooks,
             metrics,
             grpc_addr,
             http_addr,
@@ -191,6 +217,21 @@ impl Aggregator {
     /// The log store, for in-process searches.
     pub fn store(&self) -> Arc<Store> {
         Arc::clone(&self.store)
+    }
+
+    /// The issue store, for in-process reads.
+    pub fn issues(&self) -> Arc<IssueStore> {
+        Arc::clone(&self.issues)
+    }
+
+    /// Announcements of new issues, regressions and each counted event's
+    /// issue, sent once the event is durable in the issue store and
+    /// searchable (see [`IssueEvent`]). Replays announce nothing. A receiver
+    /// that falls more than [`issues::HOOK_CAPACITY`] announcements behind
+    /// gets `Lagged` and misses the oldest; alerting that must not miss one
+    /// reads the issue store after a lag.
+    pub fn subscribe_issues(&self) -> broadcast::Receiver<IssueEvent> {
+        self.hooks.subscribe()
     }
 
     /// The aggregator's metrics.

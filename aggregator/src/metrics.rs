@@ -51,6 +51,35 @@ impl Transport {
     }
 }
 
+/// What became of a Sentry event on its way into the issue store (the
+/// `outcome` label of `mecha_aggregator_issue_events_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// Arrived (every record carrying `sentry.event`).
+    Received,
+    /// Grouped and counted into an issue.
+    Grouped,
+    /// Its event id was seen before: not counted again.
+    Duplicate,
+    /// Unreadable (bad JSON, project or event id): kept as a log line only.
+    Invalid,
+    /// Its day is past retention: dropped.
+    OlderThanRetention,
+}
+
+impl EventOutcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventOutcome::Received => "received",
+            EventOutcome::Grouped => "grouped",
+            EventOutcome::Duplicate => "duplicate",
+            EventOutcome::Invalid => "invalid",
+            EventOutcome::OlderThanRetention => "older_than_retention",
+        }
+    }
+}
+
 /// Outcome of a search request (the `outcome` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SearchOutcome {
@@ -94,6 +123,15 @@ pub struct Metrics {
     discarded: IntCounterVec,
     /// Day indexes currently on disk.
     pub index_days: IntGauge,
+    issue_events: IntCounterVec,
+    /// Issues created.
+    pub issues_created: IntCounter,
+    /// Resolved issues reopened by a new event.
+    pub issues_regressed: IntCounter,
+    issue_store_errors: IntCounterVec,
+    /// Time to group one event.
+    pub grouping_duration: Histogram,
+    issue_requests: IntCounterVec,
 }
 
 impl Metrics {
@@ -154,6 +192,50 @@ impl Metrics {
             "mecha_aggregator_index_days",
             "Day indexes currently kept on disk.",
         )?;
+        let issue_events = IntCounterVec::new(
+            Opts::new(
+                "mecha_aggregator_issue_events_total",
+                "Sentry events on their way into the issue store, by outcome.",
+            ),
+            &["outcome"],
+        )?;
+        let issues_created = IntCounter::new(
+            "mecha_aggregator_issues_created_total",
+            "Issues created by their first event.",
+        )?;
+        let issues_regressed = IntCounter::new(
+            "mecha_aggregator_issues_regressed_total",
+            "Resolved issues reopened by a new event.",
+        )?;
+        let issue_store_errors = IntCounterVec::new(
+            Opts::new(
+                "mecha_aggregator_issue_store_errors_total",
+                "Failed operations of the issue store, by operation.",
+            ),
+            &["operation"],
+        )?;
+        let grouping_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "mecha_aggregator_issue_grouping_seconds",
+                "Time to read and group one Sentry event.",
+            )
+            .buckets(vec![
+                0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.01,
+            ]),
+        )?;
+        let issue_requests = IntCounterVec::new(
+            Opts::new(
+                "mecha_aggregator_issue_api_requests_total",
+                "Requests to the issues API, by outcome.",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(issue_events.clone()))?;
+        registry.register(Box::new(issues_created.clone()))?;
+        registry.register(Box::new(issues_regressed.clone()))?;
+        registry.register(Box::new(issue_store_errors.clone()))?;
+        registry.register(Box::new(grouping_duration.clone()))?;
+        registry.register(Box::new(issue_requests.clone()))?;
         registry.register(Box::new(received_records.clone()))?;
         registry.register(Box::new(indexed_records.clone()))?;
         registry.register(Box::new(duplicate_records.clone()))?;
@@ -176,7 +258,38 @@ impl Metrics {
             search_requests,
             discarded,
             index_days,
+            issue_events,
+            issues_created,
+            issues_regressed,
+            issue_store_errors,
+            grouping_duration,
+            issue_requests,
         })
+    }
+
+    /// Counts Sentry events by outcome.
+    pub fn issue_events(&self, outcome: EventOutcome, events: usize) {
+        if events == 0 {
+            return;
+        }
+        self.issue_events
+            .with_label_values(&[outcome.as_str()])
+            .inc_by(events as u64);
+    }
+
+    /// Counts a failed issue store operation (`record`, `mark_indexed`, `read`,
+    /// `update`, `retention`).
+    pub fn issue_store_error(&self, operation: &'static str) {
+        self.issue_store_errors
+            .with_label_values(&[operation])
+            .inc();
+    }
+
+    /// Counts a request to the issues API.
+    pub fn issue_request(&self, outcome: SearchOutcome) {
+        self.issue_requests
+            .with_label_values(&[outcome.as_str()])
+            .inc();
     }
 
     /// Counts received records.
@@ -222,6 +335,9 @@ mod tests {
         m.received(Transport::Grpc, 3, 100);
         m.discarded(DiscardReason::Duplicate, 1);
         m.search(SearchOutcome::Ok);
+        m.issue_events(EventOutcome::Grouped, 2);
+        m.issue_store_error("record");
+        m.issue_request(SearchOutcome::BadRequest);
         let text = m.render();
         for name in [
             "mecha_aggregator_received_records_total{transport=\"grpc\"} 3",
@@ -231,6 +347,12 @@ mod tests {
             "mecha_aggregator_commit_duration_seconds_bucket",
             "mecha_aggregator_pending_records 0",
             "mecha_aggregator_index_days 0",
+            "mecha_aggregator_issue_events_total{outcome=\"grouped\"} 2",
+            "mecha_aggregator_issue_store_errors_total{operation=\"record\"} 1",
+            "mecha_aggregator_issue_api_requests_total{outcome=\"bad_request\"} 1",
+            "mecha_aggregator_issues_created_total 0",
+            "mecha_aggregator_issues_regressed_total 0",
+            "mecha_aggregator_issue_grouping_seconds_bucket",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }

@@ -55,6 +55,38 @@ pub fn open_store(dir: &std::path::Path) -> (Arc<Store>, Writer) {
     (store, writer)
 }
 
+/// Opens a store, an issue store and a writer that routes Sentry events
+/// into it, in `dir`.
+pub fn open_store_with_issues(
+    dir: &std::path::Path,
+) -> (Arc<Store>, Writer, Arc<crate::issues::IssueStore>) {
+    let (store, writer) = open_store(&dir.join("logs"));
+    let issues = Arc::new(
+        crate::issues::IssueStore::open(&dir.join("issues"), 100)
+            .unwrap_or_else(|e| panic!("open issue store: {e}")),
+    );
+    let metrics = Arc::new(Metrics::new().unwrap_or_else(|e| panic!("{e}")));
+    let (hooks, _) = tokio::sync::broadcast::channel(16);
+    let router = crate::issues::route::EventRouter::new(Arc::clone(&issues), metrics, hooks);
+    (store, writer.with_events(router), issues)
+}
+
+/// A record carrying a Sentry event, as the agent forwards it.
+pub fn event_record(ts: i64, project: &str, event_id: &str, event: &Value) -> LogRecord {
+    let mut r = LogRecord::new("", ts);
+    r.timestamp_ns = ts;
+    r.severity = Severity::Error;
+    r.resource.set(keys::NAMESPACE, "shop");
+    for (k, v) in [
+        (mecha_parsers::sentry::attr::PROJECT_ID, project.to_string()),
+        (mecha_parsers::sentry::attr::EVENT_ID, event_id.to_string()),
+        (mecha_parsers::sentry::attr::EVENT, event.to_string()),
+    ] {
+        r.attributes.insert(k.to_string(), Value::from(v));
+    }
+    r
+}
+
 /// The UTC day of today, for assertions.
 pub fn today() -> chrono::NaiveDate {
     day_of(now_ns())

@@ -317,12 +317,16 @@ pub struct AggregatorConfig {
     /// HTTP API, `/metrics`, `/health`. Default `127.0.0.1:8080`.
     #[serde(default = "default_http")]
     pub http: ListenerConfig,
-    /// Whole UTC days of logs kept. Default 7.
+    /// Whole UTC days of logs and Sentry events kept (issues whose newest
+    /// event is older go too). Default 7.
     #[serde(default = "default_retention")]
     pub retention_days: u32,
     /// How often received records are committed to the index (and acknowledged). Default 500ms.
     #[serde(default = "default_commit_interval")]
     pub commit_interval: Duration,
+    /// Sentry issues (`<data_dir>/issues/`).
+    #[serde(default)]
+    pub issues: IssuesConfig,
 }
 
 impl Default for AggregatorConfig {
@@ -332,8 +336,34 @@ impl Default for AggregatorConfig {
             http: default_http(),
             retention_days: default_retention(),
             commit_interval: default_commit_interval(),
+            issues: IssuesConfig::default(),
         }
     }
+}
+
+/// `aggregator.issues`: how much of each issue's history is kept. Events of
+/// every issue also go when they are older than `retention_days`, and an
+/// issue whose newest event is older goes with them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuesConfig {
+    /// Events kept per issue for `GET /api/v1/issues/{id}/events`: the
+    /// newest ones; counts, users and the latest event go on regardless.
+    /// Each costs up to the event's size (1 MB at most) on disk. Default 100.
+    #[serde(default = "default_max_events_per_issue")]
+    pub max_events_per_issue: u32,
+}
+
+impl Default for IssuesConfig {
+    fn default() -> Self {
+        IssuesConfig {
+            max_events_per_issue: default_max_events_per_issue(),
+        }
+    }
+}
+
+fn default_max_events_per_issue() -> u32 {
+    100
 }
 
 /// A name read with the `FromStr` of a parsers type (`json`, `java`, ...).
@@ -560,6 +590,12 @@ impl Config {
                 "expected at least 1 day, found 0".into(),
             ));
         }
+        if self.aggregator.issues.max_events_per_issue == 0 {
+            return Err(fail(
+                "aggregator.issues.max_events_per_issue".into(),
+                "expected at least 1, found 0".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -624,6 +660,7 @@ mod tests {
         let ml = app.multiline.as_ref().map(|m| m.flush_timeout.0.as_secs());
         assert_eq!(ml, Some(2));
         assert_eq!(c.aggregator.retention_days, 3);
+        assert_eq!(c.aggregator.issues.max_events_per_issue, 100);
     }
 
     #[test]
@@ -659,6 +696,11 @@ mod tests {
                 "aggregator:\n  retention_days: 0\n",
                 2,
                 "aggregator.retention_days",
+            ),
+            (
+                "aggregator:\n  issues:\n    max_events_per_issue: 0\n",
+                3,
+                "aggregator.issues.max_events_per_issue",
             ),
         ];
         for (text, line, key) in cases {

@@ -1,5 +1,7 @@
 //! The subcommands of the binary, one module each.
 
+pub mod api;
+pub mod issues;
 pub mod parse;
 pub mod run;
 pub mod search;

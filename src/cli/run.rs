@@ -163,6 +163,7 @@ async fn run_async(role: Role, config: Config, data_dir: PathBuf) -> anyhow::Res
             http_listen: agg.http.listen.0,
             retention_days: agg.retention_days,
             commit_interval: agg.commit_interval.0,
+            max_events_per_issue: u64::from(agg.issues.max_events_per_issue),
             ..AggregatorOptions::default()
         })
         .await
@@ -191,7 +192,7 @@ async fn run_async(role: Role, config: Config, data_dir: PathBuf) -> anyhow::Res
             listeners.push((
                 "http",
                 addr,
-                "search API /api/v1/logs/search, /metrics, /health",
+                "search API /api/v1/logs/search, issues /api/v1/issues, /metrics, /health",
             ));
         }
         if let Some(addr) = a.grpc_addr() {

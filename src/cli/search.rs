@@ -3,9 +3,10 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Args;
 use serde_json::Value;
+
+use super::api::{self, clip};
 
 /// Arguments of `mecha search`.
 #[derive(Args, Debug)]
@@ -45,31 +46,11 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
         params.push(("to", to.clone()));
     }
     let url = format!("{}/api/v1/logs/search", a.server.trim_end_matches('/'));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (status, body) = rt.block_on(async {
-        let resp = reqwest::Client::new()
-            .get(&url)
-            .query(&params)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {url} (is mecha running? see --server)"))?;
-        let status = resp.status();
-        let body: Value = resp
-            .json()
-            .await
-            .with_context(|| format!("{url}: the answer is not JSON"))?;
-        anyhow::Ok((status, body))
-    })?;
-    if !status.is_success() {
-        let reason = body
-            .get("error")
-            .and_then(Value::as_str)
-            .unwrap_or("no reason given");
-        eprintln!("mecha search: {status}: {reason}");
-        return Ok(ExitCode::from(2));
-    }
+    let request = reqwest::Client::new().get(&url).query(&params);
+    let body = match api::call("search", &url, request)? {
+        Ok(body) => body,
+        Err(code) => return Ok(code),
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(ExitCode::SUCCESS);
@@ -110,13 +91,4 @@ fn print_table(body: &Value) {
     }
     let shown = hits.map(Vec::len).unwrap_or(0);
     println!("{shown} of {total} match(es), newest first");
-}
-
-fn clip(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
 }

@@ -1,9 +1,11 @@
-//! The HTTP API: log search, health, readiness and the aggregator's `/metrics`.
+//! The HTTP API: log search, issues ([`issues`]), health, readiness and the
+//! aggregator's `/metrics`.
 //!
 //! Handlers translate HTTP to store calls and back; searches run on blocking
 //! threads because tantivy reads are CPU and disk work. This module must not
 //! write to the store.
 
+pub mod issues;
 pub mod params;
 
 use std::collections::HashMap;
@@ -20,6 +22,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 use crate::Error;
+use crate::issues::IssueStore;
 use crate::metrics::{Metrics, SearchOutcome};
 use crate::store::{Hit, SearchResult, Store, days};
 
@@ -27,6 +30,7 @@ use crate::store::{Hit, SearchResult, Store, days};
 #[derive(Clone, Debug)]
 pub(crate) struct ApiState {
     pub store: Arc<Store>,
+    pub issues: Arc<IssueStore>,
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
 }
@@ -38,6 +42,7 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .merge(issues::routes())
         .with_state(state)
 }
 
@@ -131,11 +136,14 @@ fn render(result: SearchResult) -> Value {
     })
 }
 
+/// A time in nanoseconds as RFC 3339 UTC with nanoseconds.
+fn rfc3339(ns: i64) -> String {
+    DateTime::<Utc>::from_timestamp_nanos(ns).to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
 fn render_hit(hit: Hit) -> Value {
-    let ts = DateTime::<Utc>::from_timestamp_nanos(hit.timestamp_ns)
-        .to_rfc3339_opts(SecondsFormat::Nanos, true);
     json!({
-        "timestamp": ts,
+        "timestamp": rfc3339(hit.timestamp_ns),
         "severity": hit.severity,
         "body": hit.body,
         "attributes": hit.attributes,

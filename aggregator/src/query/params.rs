@@ -62,11 +62,17 @@ fn parse_duration_ns(text: &str) -> Option<i64> {
 
 /// Parses `limit`: a non-negative integer, lowered to [`MAX_LIMIT`].
 pub fn parse_limit(text: Option<&str>) -> Result<usize, Error> {
+    parse_limit_within(text, DEFAULT_LIMIT, MAX_LIMIT)
+}
+
+/// Parses `limit`: a non-negative integer (`default` when absent), lowered
+/// to `max`.
+pub fn parse_limit_within(text: Option<&str>, default: usize, max: usize) -> Result<usize, Error> {
     match text.map(str::trim) {
-        None | Some("") => Ok(DEFAULT_LIMIT),
+        None | Some("") => Ok(default),
         Some(t) => t
             .parse::<usize>()
-            .map(|n| n.min(MAX_LIMIT))
+            .map(|n| n.min(max))
             .map_err(|_| Error::Param {
                 name: "limit",
                 expected: "a non-negative integer",

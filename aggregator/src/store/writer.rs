@@ -16,6 +16,18 @@
 //! day's commit lands before a crash, the other day's records are not wrongly
 //! taken for duplicates on replay.
 //!
+//! Sentry events (records carrying `sentry.event`) take a detour when an
+//! [`EventRouter`] is attached: they are grouped and recorded in the issue
+//! store first (its own durable commit), then indexed like log lines. The
+//! two stores cannot commit atomically together, so the log index's write of
+//! an event is made idempotent instead: it deletes any document with the same
+//! `sentry.event_id` before adding, and the issue store remembers which
+//! events are not yet indexed. A crash after the issue commit leaves the
+//! event counted but unindexed: its replay (the batch was never acknowledged)
+//! is not counted again but is indexed; a crash after the index commit but
+//! before the issue store noted it makes the replay index it again over
+//! itself. Either way: counted once, found once.
+//!
 //! Everything here blocks (tantivy indexing and fsync); it runs on a blocking
 //! thread, never on the async reactor. It must not know about channels or waiters.
 
@@ -25,11 +37,15 @@ use std::time::Instant;
 
 use chrono::NaiveDate;
 use mecha_parsers::LogRecord;
+use mecha_parsers::sentry::attr;
 use serde::{Deserialize, Serialize};
-use tantivy::{IndexWriter, TantivyDocument};
+use serde_json::Value;
+use tantivy::{IndexWriter, TantivyDocument, Term};
 
 use super::{Store, days};
-use crate::metrics::{DiscardReason, Metrics};
+use crate::issues::route::{EventRouter, ISSUE_ID_ATTR, PendingEvent};
+use crate::issues::store::Recorded;
+use crate::metrics::{DiscardReason, EventOutcome, Metrics};
 use crate::{Error, IngestOutcome};
 
 /// Per-stream high-water marks: what was indexed of each stream.
@@ -145,6 +161,8 @@ pub struct Writer {
     pending: HashMap<NaiveDate, Hwm>,
     /// Documents added per day since the last commit.
     uncommitted: BTreeMap<NaiveDate, usize>,
+    /// Where Sentry events go first; without one they are plain records.
+    events: Option<EventRouter>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -174,7 +192,14 @@ impl Writer {
             committed: hwms,
             pending: HashMap::new(),
             uncommitted: BTreeMap::new(),
+            events: None,
         }
+    }
+
+    /// Sends Sentry events through `router` into the issue store.
+    pub fn with_events(mut self, router: EventRouter) -> Writer {
+        self.events = Some(router);
+        self
     }
 
     /// Replaces the clock (tests).
@@ -192,7 +217,12 @@ impl Writer {
     ) -> Result<Vec<IngestOutcome>, Error> {
         let started = Instant::now();
         let mut outcomes = Vec::with_capacity(batches.len());
-        for records in batches {
+        let mut events = Vec::new();
+        for (i, records) in batches.into_iter().enumerate() {
+            let records = match &self.events {
+                Some(router) => router.take_events(i, records, &mut events),
+                None => records,
+            };
             match self.add(records) {
                 Ok(o) => outcomes.push(o),
                 Err(e) => {
@@ -201,14 +231,117 @@ impl Writer {
                 }
             }
         }
+        let recorded = match self.add_events(events, &mut outcomes) {
+            Ok(r) => r,
+            Err(e) => {
+                self.abandon_uncommitted();
+                return Err(e);
+            }
+        };
         if let Err(e) = self.commit() {
             self.abandon_uncommitted();
             return Err(e);
+        }
+        if let Some(router) = &self.events
+            && !recorded.is_empty()
+        {
+            let indexed: Vec<(u64, String)> = recorded
+                .iter()
+                .filter(|(_, r)| r.needs_index)
+                .map(|(id, r)| (r.issue.project, id.clone()))
+                .collect();
+            router.mark_indexed(&indexed);
+            router.announce(&recorded);
         }
         self.metrics
             .commit_duration
             .observe(started.elapsed().as_secs_f64());
         Ok(outcomes)
+    }
+
+    /// Records `events` in the issue store (durably), then adds those not yet
+    /// searchable to the log index (uncommitted); counts each into the
+    /// outcome of its batch. Returns what the store did, by event id.
+    fn add_events(
+        &mut self,
+        events: Vec<PendingEvent>,
+        outcomes: &mut [IngestOutcome],
+    ) -> Result<Vec<(String, Recorded)>, Error> {
+        let Some(router) = self.events.clone() else {
+            return Ok(Vec::new());
+        };
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = (self.clock)();
+        let oldest = days::oldest_kept(days::day_of(now), self.retention_days);
+        let mut stored = Vec::with_capacity(events.len());
+        let mut records = Vec::with_capacity(events.len());
+        for e in events {
+            let ts = days::effective_ns(e.record.timestamp_ns, e.record.observed_ns, now);
+            if days::day_of(ts) < oldest {
+                if let Some(o) = outcomes.get_mut(e.batch) {
+                    o.discarded += 1;
+                }
+                self.metrics.discarded(DiscardReason::OlderThanRetention, 1);
+                self.metrics
+                    .issue_events(EventOutcome::OlderThanRetention, 1);
+                continue;
+            }
+            let mut event = e.event;
+            event.timestamp_ns = ts;
+            records.push((e.batch, event.event_id.clone(), e.record));
+            stored.push(event);
+        }
+        let recorded = router.record(stored)?;
+        let mut out = Vec::with_capacity(recorded.len());
+        for ((batch, event_id, mut record), r) in records.into_iter().zip(recorded) {
+            if let Some(o) = outcomes.get_mut(batch) {
+                if r.duplicate {
+                    o.duplicates += 1;
+                } else {
+                    o.accepted += 1;
+                }
+            }
+            if r.needs_index {
+                record
+                    .attributes
+                    .insert(ISSUE_ID_ATTR.to_string(), Value::from(r.issue.id));
+                // Only an event seen before can have a document already (a
+                // crash after the index commit): the id is durable in the
+                // issue store before any document is added. Deleting for new
+                // events too would cost a term lookup per segment each.
+                self.index_event(record, &event_id, r.duplicate)?;
+            }
+            out.push((event_id, r));
+        }
+        Ok(out)
+    }
+
+    /// Adds an event's record to its day's index (uncommitted), in place of
+    /// any earlier document of the same event id when `replace`.
+    fn index_event(
+        &mut self,
+        record: LogRecord,
+        event_id: &str,
+        replace: bool,
+    ) -> Result<(), Error> {
+        let now = (self.clock)();
+        let ts = days::effective_ns(record.timestamp_ns, record.observed_ns, now);
+        let day = days::day_of(ts);
+        let mut term =
+            Term::from_field_json_path(self.store.fields().attributes, attr::EVENT_ID, true);
+        term.append_type_and_str(event_id);
+        let doc = self.store.fields().to_document(record, ts);
+        let writer = self.day_writer(day)?;
+        if replace {
+            writer.delete_term(term);
+        }
+        writer
+            .add_document(doc)
+            .map_err(|e| Error::index(days::dir_name(day), e))?;
+        *self.uncommitted.entry(day).or_default() += 1;
+        Ok(())
     }
 
     /// Adds records (not yet committed), dropping replays and expired days.
@@ -284,7 +417,14 @@ impl Writer {
         }
         for (day, added) in touched {
             let name = days::dir_name(day);
-            let hwm = self.pending.get(&day).cloned().unwrap_or_default();
+            // A day touched only by records without a position (events,
+            // third-party OTLP) keeps its committed marks.
+            let hwm = self
+                .pending
+                .get(&day)
+                .or_else(|| self.committed.get(&day))
+                .cloned()
+                .unwrap_or_default();
             let writer = self.day_writer(day)?;
             let mut prepared = writer
                 .prepare_commit()
@@ -329,6 +469,20 @@ impl Writer {
             self.store.delete_day(day)?;
             tracing::info!(day = %days::dir_name(day), "deleted day index past retention");
             deleted += 1;
+        }
+        if let Some(router) = &self.events {
+            let cut = oldest
+                .and_hms_opt(0, 0, 0)
+                .and_then(|t| t.and_utc().timestamp_nanos_opt())
+                .unwrap_or(i64::MIN);
+            match router.store().prune(cut) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(events = n, "forgot issue events past retention"),
+                Err(e) => {
+                    self.metrics.issue_store_error("retention");
+                    return Err(e);
+                }
+            }
         }
         self.metrics.index_days.set(self.store.days().len() as i64);
         Ok(deleted)
@@ -389,6 +543,188 @@ fn list_day_dirs(root: Option<&std::path::Path>) -> Result<Vec<NaiveDate>, Error
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    use mecha_parsers::Severity;
+    use serde_json::json;
+
+    use crate::test_support::*;
+
+    /// A Python-shaped KeyError event with tags, as the agent forwards it.
+    fn key_error(ts: i64, id: &str, key: &str) -> LogRecord {
+        let event = json!({
+            "event_id": id,
+            "level": "error",
+            "platform": "python",
+            "environment": "production",
+            "release": "shop@1.4.2",
+            "tags": [["tenant", "acme"]],
+            "user": {"id": "u1"},
+            "exception": {"values": [{
+                "type": "KeyError",
+                "value": format!("'{key}'"),
+                "stacktrace": {"frames": [
+                    {"module": "shop.cart", "function": "lookup", "in_app": true}
+                ]}
+            }]}
+        });
+        let mut r = event_record(ts, "7", id, &event);
+        r.body = format!("KeyError: '{key}'");
+        r
+    }
+
+    fn id(n: u32) -> String {
+        format!("{n:032x}")
+    }
+
+    fn total(store: &Store, q: &str, t: i64) -> usize {
+        store.search(q, t - HOUR_NS, t + HOUR_NS, 10).unwrap().total
+    }
+
+    #[test]
+    fn events_are_grouped_and_searchable_by_tag_text_and_issue_while_logs_go_on() {
+        let dir = tempdir();
+        let (store, mut writer, issues) = open_store_with_issues(dir.path());
+        let t = today_start_ns() + HOUR_NS;
+        let log = at(record(t, Severity::Info, "shop", "order placed"), "f", 10);
+        let batch = vec![
+            key_error(t, &id(1), "apple"),
+            log,
+            key_error(t + 1, &id(2), "pear"),
+        ];
+        let o = writer.write_batches(vec![batch]).unwrap();
+        assert_eq!((o[0].accepted, o[0].duplicates), (3, 0));
+        let issue = issues.get(1).unwrap().unwrap();
+        assert_eq!((issue.count, issue.users, issue.project), (2, 1, 7));
+        assert!(issues.get(2).unwrap().is_none(), "one issue for both");
+        for q in [
+            "level:error",
+            "environment:production",
+            "release:\"shop@1.4.2\"",
+            "tenant:acme",
+            "KeyError",
+            "sentry.issue_id:1",
+            "sentry.project_id:7",
+        ] {
+            assert_eq!(total(&store, q, t), 2, "{q}");
+        }
+        assert_eq!(total(&store, "placed", t), 1);
+        let hit = &store.search("pear", t - 1, t + 10, 1).unwrap().hits[0];
+        assert!(
+            !hit.attributes.contains_key(attr::EVENT),
+            "event JSON not indexed"
+        );
+        assert_eq!(hit.attributes[attr::EVENT_ID], id(2).as_str());
+        // A replay of both: acknowledged, not counted, not indexed again.
+        let o = writer
+            .write_batches(vec![vec![
+                key_error(t, &id(1), "apple"),
+                key_error(t + 1, &id(2), "pear"),
+            ]])
+            .unwrap();
+        assert_eq!((o[0].accepted, o[0].duplicates), (0, 2));
+        assert_eq!(issues.get(1).unwrap().unwrap().count, 2);
+        assert_eq!(total(&store, "KeyError", t), 2);
+    }
+
+    /// Takes an event through the issue store commit (and the log index
+    /// commit if `index_commits`), then drops the writer as a crash would.
+    fn crash_after_the_issue_commit(dir: &std::path::Path, event: LogRecord, index_commits: bool) {
+        let (store, mut writer, _issues) = open_store_with_issues(dir);
+        let mut pending = Vec::new();
+        let router = writer.events.clone().unwrap();
+        assert!(router.take_events(0, vec![event], &mut pending).is_empty());
+        let mut outcomes = vec![IngestOutcome::default()];
+        writer.add_events(pending, &mut outcomes).unwrap();
+        assert_eq!(outcomes[0].accepted, 1);
+        if index_commits {
+            writer.commit().unwrap();
+            assert_eq!(store.search("*", 0, i64::MAX, 1).unwrap().total, 1);
+        }
+    }
+
+    #[test]
+    fn a_commit_of_records_without_positions_keeps_the_days_marks() {
+        let dir = tempdir();
+        let (store, mut writer) = open_store(dir.path());
+        let t = today_start_ns() + HOUR_NS;
+        let line = || at(record(t, Severity::Info, "a", "positioned"), "f", 10);
+        writer.write_batches(vec![vec![line()]]).unwrap();
+        let unpositioned = record(t, Severity::Info, "a", "from any sender");
+        writer.write_batches(vec![vec![unpositioned]]).unwrap();
+        let o = writer.write_batches(vec![vec![line()]]).unwrap();
+        assert_eq!(o[0].duplicates, 1);
+        assert_eq!(total(&store, "positioned", t), 1);
+    }
+
+    #[test]
+    fn a_crash_after_the_issue_commit_neither_loses_nor_double_counts_the_event() {
+        let dir = tempdir();
+        let t = today_start_ns() + HOUR_NS;
+        crash_after_the_issue_commit(dir.path(), key_error(t, &id(1), "apple"), false);
+        let (store, mut writer, issues) = open_store_with_issues(dir.path());
+        assert_eq!(total(&store, "KeyError", t), 0);
+        // The agent never got an acknowledgement and sends the batch again.
+        let o = writer
+            .write_batches(vec![vec![key_error(t, &id(1), "apple")]])
+            .unwrap();
+        assert_eq!((o[0].accepted, o[0].duplicates), (0, 1));
+        assert_eq!(issues.get(1).unwrap().unwrap().count, 1);
+        assert_eq!(total(&store, "KeyError", t), 1);
+    }
+
+    #[test]
+    fn a_crash_after_the_index_commit_does_not_index_the_event_twice() {
+        let dir = tempdir();
+        let t = today_start_ns() + HOUR_NS;
+        // Dies after the log index commit, before the issue store noted it.
+        crash_after_the_issue_commit(dir.path(), key_error(t, &id(1), "apple"), true);
+        let (store, mut writer, issues) = open_store_with_issues(dir.path());
+        let o = writer
+            .write_batches(vec![vec![key_error(t, &id(1), "apple")]])
+            .unwrap();
+        assert_eq!(o[0].duplicates, 1);
+        assert_eq!(total(&store, "KeyError", t), 1, "re-indexed over itself");
+        assert_eq!(issues.get(1).unwrap().unwrap().count, 1);
+    }
+
+    #[test]
+    fn unreadable_events_are_indexed_as_log_lines_with_the_reason() {
+        let dir = tempdir();
+        let (store, mut writer, issues) = open_store_with_issues(dir.path());
+        let t = today_start_ns() + HOUR_NS;
+        let mut bad = key_error(t, &id(1), "apple");
+        bad.attributes
+            .insert(attr::EVENT.into(), Value::from("{truncated"));
+        let o = writer.write_batches(vec![vec![bad]]).unwrap();
+        assert_eq!(o[0].accepted, 1);
+        assert!(issues.get(1).unwrap().is_none());
+        let hits = store.search("KeyError", t - 1, t + 1, 1).unwrap().hits;
+        let reason = hits[0].attributes["parse_error"].as_str().unwrap();
+        assert!(reason.starts_with("sentry event: invalid JSON"), "{reason}");
+    }
+
+    #[test]
+    fn events_past_retention_are_dropped_and_retention_prunes_the_issue_store() {
+        let dir = tempdir();
+        let (store, mut writer, issues) = open_store_with_issues(dir.path());
+        let old = today_start_ns() - 30 * days::DAY_NS;
+        let o = writer
+            .write_batches(vec![vec![key_error(old, &id(1), "apple")]])
+            .unwrap();
+        assert_eq!((o[0].accepted, o[0].discarded), (0, 1));
+        assert!(issues.get(1).unwrap().is_none());
+        // Kept today, then everything moves past retention.
+        let t = today_start_ns() + HOUR_NS;
+        writer
+            .write_batches(vec![vec![key_error(t, &id(2), "pear")]])
+            .unwrap();
+        assert_eq!(issues.seen_count().unwrap(), 1);
+        let mut writer = writer.with_clock(|| days::now_ns() + 30 * days::DAY_NS);
+        writer.apply_retention().unwrap();
+        assert_eq!(issues.seen_count().unwrap(), 0);
+        assert!(issues.get(1).unwrap().is_none());
+        assert!(store.days().is_empty());
+    }
 
     #[test]
     fn seen_keeps_out_of_order_batches_apart_and_folds_old_ones() {
