@@ -179,7 +179,7 @@ fn from_pairs(pairs: impl Iterator<Item = (String, String)>) -> Result<Auth, Par
         }
     }
     let key = key.ok_or_else(|| ParseError::malformed(FORMAT, "sentry_key is missing"))?;
-    check_key(&key)?;
+    validate_key(&key)?;
     Ok(Auth {
         public_key: key,
         version,
@@ -187,7 +187,10 @@ fn from_pairs(pairs: impl Iterator<Item = (String, String)>) -> Result<Auth, Par
     })
 }
 
-fn check_key(key: &str) -> Result<(), ParseError> {
+/// Checks that `key` can be a public key: non-empty, without whitespace,
+/// control characters, commas, quotes, `@` or `/` (which would break the
+/// header, query and DSN forms).
+pub fn validate_key(key: &str) -> Result<(), ParseError> {
     if key.is_empty() {
         return Err(ParseError::malformed(FORMAT, "sentry_key is empty"));
     }
@@ -236,7 +239,7 @@ pub fn parse_dsn(dsn: &str) -> Result<Dsn, ParseError> {
         .decode_utf8()
         .map_err(|_| bad("expected a UTF-8 public key"))?
         .into_owned();
-    check_key(&key)?;
+    validate_key(&key)?;
     let last = url
         .path_segments()
         .and_then(|mut s| s.rfind(|seg| !seg.is_empty()))
