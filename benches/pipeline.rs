@@ -223,7 +223,14 @@ fn main() {
     let expected_records = lines;
     let t = Instant::now();
     let child = Command::new(env!("CARGO_BIN_EXE_mecha"))
-        .args(["agent", "--admin", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "agent",
+            "--admin",
+            "127.0.0.1:0",
+            "--sentry",
+            "off",
+            "--data-dir",
+        ])
         .arg(tmp.path().join("data"))
         .arg("--include")
         .arg(format!("{}/*.log", logs.display()))

@@ -102,16 +102,50 @@ pub fn channel(capacity: usize, metrics: Arc<AgentMetrics>) -> (Output, Input) {
 #[error("pipeline closed")]
 pub struct Closed;
 
+/// Why [`Output::send_timeout`] did not send.
+#[derive(Debug, thiserror::Error)]
+pub enum SendTimeoutError {
+    /// The pipeline stayed full for the whole wait; the chunk is returned.
+    #[error("pipeline full")]
+    Full(Chunk),
+    /// The forwarder has gone away.
+    #[error("pipeline closed")]
+    Closed(Chunk),
+}
+
 impl Output {
     /// Sends a chunk, waiting while the pipeline is full (back-pressure).
     pub async fn send(&self, chunk: Chunk) -> Result<(), Closed> {
         let bytes = chunk.bytes();
         let n = chunk.records;
         self.tx.send(chunk).await.map_err(|_| Closed)?;
+        self.counted(bytes, n);
+        Ok(())
+    }
+
+    /// Sends a chunk, waiting at most `wait` for room: for push sources,
+    /// which answer their clients "try later" rather than wait without end.
+    pub async fn send_timeout(
+        &self,
+        chunk: Chunk,
+        wait: std::time::Duration,
+    ) -> Result<(), SendTimeoutError> {
+        // Reserving first keeps the chunk if the wait runs out.
+        let permit = match tokio::time::timeout(wait, self.tx.reserve()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(SendTimeoutError::Closed(chunk)),
+            Err(_) => return Err(SendTimeoutError::Full(chunk)),
+        };
+        let (bytes, n) = (chunk.bytes(), chunk.records);
+        permit.send(chunk);
+        self.counted(bytes, n);
+        Ok(())
+    }
+
+    fn counted(&self, bytes: usize, records: usize) {
         self.metrics.queue_chunks.inc();
         self.metrics.queue_bytes.add(bytes as i64);
-        self.metrics.queue_records.add(n as i64);
-        Ok(())
+        self.metrics.queue_records.add(records as i64);
     }
 }
 

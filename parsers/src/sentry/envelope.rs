@@ -424,21 +424,22 @@ mod tests {
     }
 
     #[test]
-    fn a_length_past_the_end_is_a_truncated_envelope() {
-        let m = err("{}\n{\"type\":\"event\",\"length\":100}\n{\"a\":1}\n");
-        assert!(
-            m.contains("item 1 (event): length 100 exceeds the 8 bytes left"),
-            "{m}"
-        );
-    }
-
-    #[test]
-    fn a_short_length_is_caught_by_the_missing_newline() {
-        let m = err("{}\n{\"type\":\"event\",\"length\":3}\n{\"a\":1}\n");
-        assert!(
-            m.contains("expected a newline after the payload of 3 bytes"),
-            "{m}"
-        );
+    fn wrong_lengths_are_named() {
+        // Too long: past the end, a truncated envelope. Too short: the
+        // payload is not followed by its newline.
+        for (input, expected) in [
+            (
+                "{}\n{\"type\":\"event\",\"length\":100}\n{\"a\":1}\n",
+                "item 1 (event): length 100 exceeds the 8 bytes left",
+            ),
+            (
+                "{}\n{\"type\":\"event\",\"length\":3}\n{\"a\":1}\n",
+                "expected a newline after the payload of 3 bytes",
+            ),
+        ] {
+            let m = err(input);
+            assert!(m.contains(expected), "{m}");
+        }
     }
 
     #[test]
