@@ -68,16 +68,8 @@ impl ItemType {
     /// The protocol name (`event`, ..., or the unknown type's own name).
     pub fn name(&self) -> &str {
         match self {
-            ItemType::Event => "event",
-            ItemType::Transaction => "transaction",
-            ItemType::Attachment => "attachment",
-            ItemType::Session => "session",
-            ItemType::Sessions => "sessions",
-            ItemType::ClientReport => "client_report",
-            ItemType::CheckIn => "check_in",
-            ItemType::Log => "log",
-            ItemType::Span => "span",
             ItemType::Other(name) => name,
+            known => known.label(),
         }
     }
 
