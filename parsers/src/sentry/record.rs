@@ -133,6 +133,32 @@ mod tests {
         }
     }
 
+    /// What the aggregator receives for a typical Python exception: read
+    /// the snapshot to review the contract.
+    #[test]
+    fn a_python_exception_record_snapshot() {
+        let e = obj(serde_json::json!({
+            "event_id": "9ec79c33ec9942ab8353589fcb2e04dc",
+            "level": "error",
+            "platform": "python",
+            "server_name": "web-7d9f8b-x2x9z",
+            "release": "shop@1.4.2",
+            "exception": {"values": [{
+                "type": "ValueError",
+                "value": "order 17 not found",
+                "stacktrace": {"frames": [{"filename": "shop/orders.py", "function": "load", "lineno": 42, "in_app": true}]}
+            }]}
+        }));
+        let n = Normalized {
+            event_id: "9ec79c33ec9942ab8353589fcb2e04dc".into(),
+            timestamp_ns: 1_763_892_000_000_000_000,
+            level: Severity::Error,
+        };
+        let mut res = Resource::default();
+        res.set(keys::NODE, "node-a");
+        insta::assert_json_snapshot!(event_record(&e, &n, 42, 1_763_892_000_500_000_000, &res));
+    }
+
     #[test]
     fn the_body_is_the_last_exception_then_the_message() {
         let e = obj(serde_json::json!({

@@ -218,8 +218,11 @@ pub fn ingest_context(
         max_envelope_bytes: config.limits.max_envelope_bytes.as_usize(),
         max_event_bytes: config.limits.max_event_bytes.as_usize(),
         max_items: config.limits.max_envelope_items,
+        // The rest of the limits keep their defaults: the parsers own them.
+        #[allow(clippy::needless_update)]
         normalize: NormalizeLimits {
             max_tag_value_chars: config.limits.max_tag_value_chars,
+            ..NormalizeLimits::default()
         },
         resource,
     })

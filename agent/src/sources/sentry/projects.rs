@@ -175,19 +175,25 @@ pub fn rules_from_config(
     scrub: &mecha_config::ScrubConfig,
     rate: Option<&mecha_config::RateLimitConfig>,
 ) -> Result<ProjectRules, mecha_parsers::ParseError> {
+    // Options the config does not name keep the parsers' defaults.
+    #[allow(clippy::needless_update)]
     let filters = Filters::new(&FilterOptions {
         localhost: filters.localhost,
         browser_extensions: filters.browser_extensions,
         error_messages: filters.error_messages.iter().map(|g| g.0.clone()).collect(),
+        ..FilterOptions::default()
     })?;
+    #[allow(clippy::needless_update)]
+    let scrub = ScrubOptions {
+        enabled: scrub.enabled,
+        scrub_ip: scrub.scrub_ip,
+        extra_keys: scrub.extra_keys.clone(),
+        safe_keys: scrub.safe_keys.clone(),
+        ..ScrubOptions::default()
+    };
     Ok(ProjectRules {
         filters,
-        scrub: ScrubOptions {
-            enabled: scrub.enabled,
-            scrub_ip: scrub.scrub_ip,
-            extra_keys: scrub.extra_keys.clone(),
-            safe_keys: scrub.safe_keys.clone(),
-        },
+        scrub,
         rate: rate.map(|r| Rate {
             per_second: r.events_per_second,
             burst: r.effective_burst(),
