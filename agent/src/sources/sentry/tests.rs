@@ -124,12 +124,7 @@ async fn send(rig: &Rig, req: Request<Body>) -> (StatusCode, axum::http::HeaderM
 }
 
 fn metric(rig: &Rig, line: &str) -> u64 {
-    let text = rig.metrics.render();
-    text.lines()
-        .find(|l| l.starts_with(line) && l[line.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    metric_in(&rig.metrics.render(), line)
 }
 
 fn discarded(rig: &Rig, reason: &str) -> u64 {
@@ -604,4 +599,99 @@ async fn framing_errors_are_400_and_the_next_good_envelope_still_goes() {
     assert_eq!(discarded(&r, "bad_envelope"), 3);
     assert_eq!(discarded(&r, "invalid_json"), 1);
     assert_eq!(events(&r).len(), 4);
+}
+
+/// Sends raw bytes to `addr` and reads until the server closes.
+async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _ = s.write_all(bytes).await;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn http_envelope(extra_headers: &str) -> Vec<u8> {
+    let body = envelope("over proxy");
+    format!(
+        "POST /api/42/envelope/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Sentry-Auth: Sentry sentry_key={KEY}\r\n{extra_headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn the_listener_takes_the_proxy_header_and_closes_connections_without_one() {
+    let config = SentryConfig {
+        proxy_protocol: true,
+        proxy_protocol_timeout: mecha_config::Duration(std::time::Duration::from_millis(300)),
+        ..SentryConfig::default()
+    };
+    let metrics = Arc::new(AgentMetrics::new());
+    let (output, mut input) = pipeline::channel(4, metrics.clone());
+    tokio::spawn(async move {
+        while let Some(c) = input.recv().await {
+            c.ack();
+        }
+    });
+    let shutdown = crate::Shutdown::new();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
+    let handle = start(
+        &config,
+        any,
+        None,
+        output,
+        metrics.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let addr = handle.addr();
+    let mut with_v1 = b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 9000\r\n".to_vec();
+    with_v1.extend(http_envelope(""));
+    let answer = raw_exchange(addr, &with_v1).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let src: SocketAddr = "198.51.100.9:4000"
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut with_v2 = ppp::v2::Builder::with_addresses(
+        ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+        ppp::v2::Protocol::Stream,
+        (src, addr),
+    )
+    .build()
+    .unwrap_or_default();
+    with_v2.extend(http_envelope(""));
+    let answer = raw_exchange(addr, &with_v2).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Plain HTTP where a PROXY header must come: closed unanswered.
+    assert_eq!(raw_exchange(addr, &http_envelope("")).await, "");
+    // Silent past the deadline: closed unanswered.
+    assert_eq!(raw_exchange(addr, b"").await, "");
+    let text = metrics.render();
+    assert!(
+        text.contains(
+            "mecha_component_errors_total{component=\"sentry\",kind=\"proxy_protocol\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "mecha_component_errors_total{component=\"sentry\",kind=\"proxy_protocol_timeout\"} 1"
+        ),
+        "{text}"
+    );
+    assert_eq!(metric_in(&text, "mecha_sentry_events_accepted_total"), 2);
+    shutdown.cancel();
+    handle.join().await;
+}
+
+fn metric_in(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
