@@ -55,6 +55,11 @@ const MAX_CHUNK_BYTES: usize = 1 << 20;
 /// are told the buffer is full.
 const SEND_WAIT: Duration = Duration::from_secs(2);
 
+/// Bodies too large for the reactor decoded at once (about the cores of a
+/// node agent's share): with the default limits at most 2 × 100 MiB of
+/// decompressed envelopes in memory.
+const LARGE_BODIES_AT_ONCE: usize = 2;
+
 /// Why the source could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SentryError {
@@ -181,6 +186,7 @@ fn shared(
         cors: server::Cors::new(&config.cors_origins),
         max_request_bytes: config.limits.max_request_bytes.as_usize(),
         ack_timeout: config.ack_timeout.0,
+        large_bodies: tokio::sync::Semaphore::new(LARGE_BODIES_AT_ONCE),
     });
     (shared, task)
 }

@@ -84,6 +84,9 @@ pub struct Shared {
     pub max_request_bytes: usize,
     /// Longest wait for the events to be safe.
     pub ack_timeout: Duration,
+    /// Large bodies decoded at once: each may take up to the decompressed
+    /// limit in memory, so their number is bounded, not their arrival.
+    pub large_bodies: tokio::sync::Semaphore,
 }
 
 type AppState = Arc<Shared>;
@@ -415,6 +418,9 @@ async fn run_ingest(s: &Shared, req: Incoming) -> Result<Prepared, Reject> {
         }
     }
     let limit = cx.max_envelope_bytes;
+    let _turn = s.large_bodies.acquire().await.map_err(|_| {
+        Reject::unavailable(None, Duration::from_secs(1), "the agent is stopping".into())
+    })?;
     tokio::task::spawn_blocking(move || ingest::process(&cx, req, limit))
         .await
         .unwrap_or_else(|e| {
