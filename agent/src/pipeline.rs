@@ -31,6 +31,7 @@ pub struct Chunk {
     /// How many log records it holds.
     pub records: usize,
     on_ack: Option<AckFn>,
+    awaited: bool,
 }
 
 impl Chunk {
@@ -40,7 +41,21 @@ impl Chunk {
             request: request.into(),
             records,
             on_ack,
+            awaited: false,
         }
+    }
+
+    /// Marks the chunk as awaited by a client (a push source answers only
+    /// once it is safe): the forwarder sends it without waiting for its
+    /// batch to fill.
+    pub fn awaited(mut self) -> Self {
+        self.awaited = true;
+        self
+    }
+
+    /// Whether a client waits for this chunk.
+    pub fn is_awaited(&self) -> bool {
+        self.awaited
     }
 
     /// Size of the encoded request, the unit of every byte limit downstream.

@@ -138,7 +138,8 @@ async fn run(
             request,
             records,
             Some(Box::new(move || on_ack.resolve(Delivery::Safe))),
-        );
+        )
+        .awaited();
         match output.send_timeout(chunk, send_wait).await {
             Ok(()) => {}
             Err(SendTimeoutError::Full(chunk)) => {
