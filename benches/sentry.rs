@@ -8,7 +8,8 @@
 //! peak RSS.
 //!
 //! `cargo bench --bench sentry` (200,000 events from 64 clients by default;
-//! set `MECHA_BENCH_EVENTS` and `MECHA_BENCH_CLIENTS` to change).
+//! set `MECHA_BENCH_EVENTS` and `MECHA_BENCH_CLIENTS` to change, and
+//! `MECHA_BENCH_BUFFER=memory` to leave the disk buffer out).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -26,7 +27,7 @@ use support::{CountingSink, env_u64, proc_usage};
 
 /// A Python-SDK-like exception event of about 4 KB, with id `n`.
 fn event(n: u64) -> Vec<u8> {
-    let frames: Vec<String> = (0..12)
+    let frames: Vec<String> = (0..8)
         .map(|i| {
             format!(
                 r#"{{"filename":"shop/orders/service_{i}.py","abs_path":"/app/shop/orders/service_{i}.py","function":"handle_step_{i}","module":"shop.orders.service_{i}","lineno":{},"pre_context":["    order = load(order_id)","    if not order:"],"context_line":"        raise ValueError(f'order {{order_id}} not found')","post_context":["    return order"],"in_app":true,"vars":{{"order_id":"'{n}'","attempt":"{i}"}}}}"#,
@@ -47,13 +48,15 @@ fn event(n: u64) -> Vec<u8> {
     e.finish().unwrap_or_default()
 }
 
-fn write_config(dir: &Path) -> std::io::Result<std::path::PathBuf> {
+fn write_config(dir: &Path, buffer: &str) -> std::io::Result<std::path::PathBuf> {
     let cfg = dir.join("mecha.yaml");
     // A disk buffer with its default fsync interval, as on a node: awaited
     // chunks are fsynced at once, the interval only paces file lines.
     std::fs::write(
         &cfg,
-        "agent:\n  sources: {}\n  buffer: { type: disk }\n  sentry:\n    queue_events: 65536\n    projects:\n      - id: 1\n        keys: [benchkey]\n",
+        format!(
+            "agent:\n  sources: {{}}\n  buffer: {{ type: {buffer} }}\n  sentry:\n    queue_events: 65536\n    projects:\n      - id: 1\n        keys: [benchkey]\n"
+        ),
     )?;
     Ok(cfg)
 }
@@ -68,7 +71,9 @@ fn main() {
         Ok(t) => t,
         Err(e) => return eprintln!("sentry bench: tempdir: {e}"),
     };
-    let cfg = match write_config(tmp.path()) {
+    // `memory` measures the endpoint without the disk buffer's writes.
+    let buffer = std::env::var("MECHA_BENCH_BUFFER").unwrap_or_else(|_| "disk".into());
+    let cfg = match write_config(tmp.path(), &buffer) {
         Ok(c) => c,
         Err(e) => return eprintln!("sentry bench: config: {e}"),
     };

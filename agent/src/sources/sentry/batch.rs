@@ -94,16 +94,24 @@ impl Batcher {
     }
 }
 
+/// Chunks sealed but not yet acknowledged, at most. While they are on their
+/// way (an fsync, a commit), requests gather in the queue and the next chunk
+/// takes them all: the busier the endpoint, the larger its chunks, and an
+/// idle one still sends each event at once.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
 /// The requests of one chunk, resolved once by whoever comes first: the
-/// acknowledgement or the batcher giving up.
-#[derive(Default)]
-struct Waiters(Mutex<Vec<Submission>>);
+/// acknowledgement or the batcher giving up. Holds one of the in-flight
+/// permits until then.
+struct Waiters(Mutex<Option<(Vec<Submission>, OwnedSemaphorePermit)>>);
 
 impl Waiters {
     fn resolve(&self, outcome: Delivery) {
-        let subs = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
-        for s in subs {
-            let _ = s.done.send(outcome);
+        let taken = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((subs, _in_flight)) = taken {
+            for s in subs {
+                let _ = s.done.send(outcome);
+            }
         }
     }
 }
@@ -115,7 +123,10 @@ async fn run(
     send_wait: Duration,
 ) {
     let mut encoder = LogsEncoder::default();
+    let in_flight = Arc::new(Semaphore::new(CHUNKS_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
+        // Never closed: the semaphore lives in this task.
+        let permit = in_flight.clone().acquire_owned().await;
         let mut subs = Vec::new();
         let mut next = Some(first);
         while let Some(mut s) = next.take() {
@@ -132,7 +143,10 @@ async fn run(
         let records = encoder.records();
         let mut request = Vec::with_capacity(encoder.bytes() + 512);
         encoder.finish_into(&mut request);
-        let waiters = Arc::new(Waiters(Mutex::new(subs)));
+        let Ok(permit) = permit else {
+            return;
+        };
+        let waiters = Arc::new(Waiters(Mutex::new(Some((subs, permit)))));
         let on_ack = waiters.clone();
         let chunk = Chunk::new(
             request,
@@ -185,6 +199,27 @@ mod tests {
         }
         assert_eq!(r1.await, Ok(Delivery::Safe));
         assert_eq!(r2.await, Ok(Delivery::Safe));
+    }
+
+    #[tokio::test]
+    async fn requests_arriving_while_chunks_are_in_flight_share_the_next_chunk() {
+        let (output, mut input) = pipeline::channel(16, Arc::new(AgentMetrics::new()));
+        let (b, _task) = Batcher::start(output, 100, 1 << 20, Duration::from_secs(1));
+        let mut held = Vec::new();
+        let mut waiting = Vec::new();
+        for _ in 0..CHUNKS_IN_FLIGHT {
+            waiting.push(b.submit(records(1)).unwrap_or_else(|_| panic!("refused")));
+            held.push(input.recv().await.unwrap_or_else(|| panic!("closed")));
+        }
+        // Every permit is out: these three wait in the queue together.
+        for _ in 0..3 {
+            waiting.push(b.submit(records(1)).unwrap_or_else(|_| panic!("refused")));
+        }
+        tokio::task::yield_now().await;
+        assert!(input.try_recv().is_none());
+        held.remove(0).ack();
+        let next = input.recv().await.unwrap_or_else(|| panic!("closed"));
+        assert_eq!(next.records, 3);
     }
 
     #[tokio::test]
