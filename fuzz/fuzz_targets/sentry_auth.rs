@@ -27,7 +27,10 @@ fuzz_target!(|data: &[u8]| {
             canonical.push_str(&format!(", sentry_version={v}"));
         }
         let again = parse_header(&canonical).unwrap_or_else(|e| panic!("{canonical:?}: {e}"));
-        assert_eq!((again.public_key, again.version), (auth.public_key, auth.version));
+        assert_eq!(
+            (again.public_key, again.version),
+            (auth.public_key, auth.version)
+        );
     }
     if let Ok(d) = parse_dsn(dsn) {
         assert!(validate_key(&d.public_key).is_ok());
