@@ -531,6 +531,84 @@ mod tests {
         assert_eq!(r.map(|r| r.status.as_u16()), Some(400));
     }
 
+    /// The endpoint applies the project's filters, then normalisation, then
+    /// scrubbing, and honours a filter's verdict: whatever those rules are,
+    /// the record holds exactly what calling them in that order gives, and a
+    /// filtered event is counted under the filter's reason, not forwarded.
+    #[test]
+    fn filters_normalisation_and_scrubbing_are_applied_in_that_order() {
+        use mecha_parsers::sentry::filter::FilterOptions;
+        let opts = FilterOptions {
+            localhost: true,
+            error_messages: vec!["*dropme*".into()],
+            ..FilterOptions::default()
+        };
+        let rules = ProjectRules {
+            filters: Filters::new(&opts).unwrap_or_else(|e| panic!("{e}")),
+            scrub: ScrubOptions::default(),
+            rate: None,
+        };
+        let c = cx(Projects::new(Vec::new(), rules.clone()));
+        let events = [
+            serde_json::json!({"message": "dropme please", "level": "warning"}),
+            serde_json::json!({"message": "keep", "request": {"url": "http://localhost/x"}}),
+            serde_json::json!({
+                "event_id": ID,
+                "message": "keep me",
+                "extra": {"password": "hunter2", "card": "4111 1111 1111 1111"},
+                "user": {"ip_address": "{{auto}}"}
+            }),
+        ];
+        for event in events {
+            let body = format!("{{}}\n{{\"type\":\"event\"}}\n{event}\n");
+            let mut req = incoming(Route::Envelope, &body, false);
+            req.auth = Some((
+                Auth {
+                    public_key: "k".into(),
+                    version: None,
+                    client: None,
+                },
+                Arc::new(rules.clone()),
+            ));
+            req.client_ip = "198.51.100.7".parse().ok();
+            let ncx = NormalizeContext {
+                received_ns: req.received_ns,
+                sent_at_ns: None,
+                client_ip: req.client_ip,
+                limits: c.normalize.clone(),
+            };
+            let p = process_all(&c, req).unwrap_or_else(|r| panic!("{r:?}"));
+            let Value::Object(mut expected) = event else {
+                panic!("not an object");
+            };
+            if let Some(why) = rules.filters.check(&expected) {
+                assert!(p.records.is_empty());
+                assert_eq!(p.discards, vec![why.as_str()]);
+                continue;
+            }
+            normalize(&mut expected, &ncx);
+            scrub(&mut expected, &rules.scrub);
+            let got: Value = serde_json::from_str(
+                p.records[0]
+                    .attributes
+                    .get("sentry.event")
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
+            )
+            .unwrap_or_default();
+            // The id is generated when normalisation leaves none.
+            if expected
+                .get("event_id")
+                .and_then(Value::as_str)
+                .and_then(valid_event_id)
+                .is_none()
+            {
+                expected.insert("event_id".into(), got["event_id"].clone());
+            }
+            assert_eq!(got, Value::Object(expected));
+        }
+    }
+
     #[test]
     fn event_ids_are_hex_with_or_without_dashes() {
         assert_eq!(
