@@ -388,6 +388,12 @@ mod tests {
 
     const ID: &str = "0123456789abcdef0123456789abcdef";
 
+    /// The event a record carries.
+    fn event_of(r: &LogRecord) -> Value {
+        let text = r.attributes.get("sentry.event").and_then(Value::as_str);
+        serde_json::from_str(text.unwrap_or("")).unwrap_or_default()
+    }
+
     #[test]
     fn an_envelope_event_takes_the_header_id_and_becomes_one_record() {
         let body =
@@ -396,14 +402,7 @@ mod tests {
             .unwrap_or_else(|r| panic!("{r:?}"));
         assert_eq!(p.records.len(), 1);
         assert_eq!(p.event_id.as_deref(), Some(ID));
-        let event: Value = serde_json::from_str(
-            p.records[0]
-                .attributes
-                .get("sentry.event")
-                .and_then(Value::as_str)
-                .unwrap_or(""),
-        )
-        .unwrap_or_default();
+        let event = event_of(&p.records[0]);
         assert_eq!(event["event_id"], ID);
         assert_eq!(event["message"], "hi");
     }
@@ -588,14 +587,7 @@ mod tests {
             }
             normalize(&mut expected, &ncx);
             scrub(&mut expected, &rules.scrub);
-            let got: Value = serde_json::from_str(
-                p.records[0]
-                    .attributes
-                    .get("sentry.event")
-                    .and_then(Value::as_str)
-                    .unwrap_or(""),
-            )
-            .unwrap_or_default();
+            let got = event_of(&p.records[0]);
             // The id is generated when normalisation leaves none.
             if expected
                 .get("event_id")
