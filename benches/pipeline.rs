@@ -15,41 +15,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
 use tonic::codec::CompressionEncoding;
 
-/// Counts records and answers at once: the cheapest possible downstream.
-struct CountingSink(Arc<AtomicU64>);
-
-#[tonic::async_trait]
-impl LogsService for CountingSink {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportLogsServiceRequest>,
-    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        let n: usize = request
-            .get_ref()
-            .resource_logs
-            .iter()
-            .flat_map(|r| &r.scope_logs)
-            .map(|s| s.log_records.len())
-            .sum();
-        self.0.fetch_add(n as u64, Ordering::SeqCst);
-        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
-    }
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod support;
+use support::{CountingSink, env_u64, proc_usage};
 
 /// Writes `bytes` of CRI lines over `files` files; returns the number of lines.
 fn generate(dir: &Path, bytes: u64, files: u64) -> std::io::Result<u64> {
@@ -104,26 +74,6 @@ fn children_cpu_seconds() -> f64 {
     };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     tv(u.ru_utime) + tv(u.ru_stime)
-}
-
-/// utime+stime (seconds) and peak RSS (KiB) of a running process.
-fn proc_usage(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, a)| a).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    #[allow(unsafe_code)]
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    // Fields 14 and 15 (1-based) are utime and stime; after ')' they are 12 and 13 (1-based).
-    let cpu = (ticks(11) + ticks(12)) / hz.max(1.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (cpu, hwm)
 }
 
 /// Seconds the agent's forwarder spent waiting for acknowledgements, and the
@@ -237,7 +187,14 @@ fn main() {
     let mut command = Command::new(&words[0]);
     command.args(&words[1..]);
     let child = command
-        .args(["agent", "--admin", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "agent",
+            "--admin",
+            "127.0.0.1:0",
+            "--sentry",
+            "off",
+            "--data-dir",
+        ])
         .arg(tmp.path().join("data"))
         .arg("--include")
         .arg(format!("{}/*.log", logs.display()))

@@ -69,6 +69,9 @@ struct RunArgs {
     /// Agent admin listen address (`/metrics`, `/health`, `/ready`), or `off`.
     #[arg(long, value_name = "ADDR")]
     admin: Option<String>,
+    /// Sentry ingestion listen address (`/api/{project}/envelope/`), or `off`.
+    #[arg(long, value_name = "ADDR")]
+    sentry: Option<String>,
     /// Aggregator endpoint the agent forwards to (agent role).
     #[arg(long, value_name = "URL")]
     forward: Option<String>,
@@ -104,5 +107,6 @@ fn to_overrides(a: RunArgs) -> cli::run::Overrides {
         grpc: a.grpc,
         admin: a.admin,
         forward: a.forward,
+        sentry: a.sentry,
     }
 }

@@ -30,6 +30,9 @@ pub enum AgentError {
     /// The forwarder could not be set up.
     #[error("forwarder: {0}")]
     Forward(#[from] crate::forward::ForwardError),
+    /// The Sentry endpoint could not start.
+    #[error("sentry endpoint: {0}")]
+    Sentry(#[from] crate::sources::sentry::SentryError),
     /// The disk buffer could not be opened.
     #[error("disk buffer: {0}")]
     Buffer(#[from] crate::buffer::BufferError),

@@ -30,6 +30,35 @@ pub mod reason {
     pub const BUFFER_TOO_LARGE: &str = "buffer_too_large";
     /// Records of a buffer segment skipped at a corrupt record.
     pub const BUFFER_CORRUPT: &str = "buffer_corrupt";
+    /// Sentry: missing, malformed or refused auth (401/403), or a
+    /// `dsn` that contradicts the request.
+    pub const SENTRY_AUTH: &str = "auth";
+    /// Sentry: the path's project id is not a number.
+    pub const SENTRY_INVALID_PROJECT: &str = "invalid_project";
+    /// Sentry: a body, event or item over its size limit (413).
+    pub const SENTRY_TOO_LARGE: &str = "too_large";
+    /// Sentry: a compressed body that decompresses past the limit (413).
+    pub const SENTRY_BOMB: &str = "bomb";
+    /// Sentry: a body that does not decompress, or an unknown encoding.
+    pub const SENTRY_DECOMPRESSION: &str = "decompression";
+    /// Sentry: envelope framing is broken (wrong length, truncated, bad header).
+    pub const SENTRY_BAD_ENVELOPE: &str = "bad_envelope";
+    /// Sentry: an event or transaction that is not a JSON object.
+    pub const SENTRY_INVALID_JSON: &str = "invalid_json";
+    /// Sentry: an optional item (session, client report, ...) that is not
+    /// valid JSON; dropped alone.
+    pub const SENTRY_INVALID_ITEM: &str = "invalid_item";
+    /// Sentry: a project over its rate limit (429).
+    pub const SENTRY_RATE_LIMITED: &str = "rate_limited";
+    /// Sentry: the pipeline or buffer had no room (429).
+    pub const SENTRY_BUFFER_FULL: &str = "buffer_full";
+    /// Sentry: transactions are dropped until a span pipeline exists.
+    pub const SENTRY_TRANSACTION_UNSUPPORTED: &str = "transaction_unsupported";
+    /// Sentry: attachments are not forwarded.
+    pub const SENTRY_ATTACHMENT_UNSUPPORTED: &str = "attachment_unsupported";
+    /// Sentry: items that are read and counted but not forwarded (sessions,
+    /// client reports, check-ins, logs, spans, unknown types, non-CSP reports).
+    pub const SENTRY_ITEM_UNSUPPORTED: &str = "item_unsupported";
 }
 
 /// Every metric of the agent.
@@ -73,6 +102,14 @@ pub struct AgentMetrics {
     pub buffer_segments: IntGauge,
     /// Bytes cut from torn buffer tails when the agent started.
     pub buffer_truncated_bytes: IntCounter,
+    /// Sentry requests, by route and HTTP status.
+    pub sentry_requests: IntCounterVec,
+    /// Sentry envelope items, by type.
+    pub sentry_items: IntCounterVec,
+    /// Sentry events safely buffered and answered 200.
+    pub sentry_events_accepted: IntCounter,
+    /// Sentry bodies that failed to decompress, by encoding.
+    pub sentry_decompression_errors: IntCounterVec,
 }
 
 impl AgentMetrics {
@@ -161,6 +198,25 @@ impl AgentMetrics {
                 "mecha_buffer_truncated_bytes_total",
                 "Bytes cut from torn disk buffer tails at start-up",
             ),
+            sentry_requests: counter_vec(
+                "mecha_sentry_requests_total",
+                "Sentry requests, by route and HTTP status",
+                &["route", "status"],
+            ),
+            sentry_items: counter_vec(
+                "mecha_sentry_items_total",
+                "Sentry envelope items received, by type",
+                &["type"],
+            ),
+            sentry_events_accepted: counter(
+                "mecha_sentry_events_accepted_total",
+                "Sentry events safely buffered and answered 200",
+            ),
+            sentry_decompression_errors: counter_vec(
+                "mecha_sentry_decompression_errors_total",
+                "Sentry request bodies that failed to decompress, by encoding",
+                &["encoding"],
+            ),
             registry,
         };
         m.register_all();
@@ -188,6 +244,10 @@ impl AgentMetrics {
             Box::new(self.buffer_chunks.clone()),
             Box::new(self.buffer_segments.clone()),
             Box::new(self.buffer_truncated_bytes.clone()),
+            Box::new(self.sentry_requests.clone()),
+            Box::new(self.sentry_items.clone()),
+            Box::new(self.sentry_events_accepted.clone()),
+            Box::new(self.sentry_decompression_errors.clone()),
         ];
         for c in collectors {
             // Names are unique constants on a fresh registry: registration cannot

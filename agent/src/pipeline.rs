@@ -47,6 +47,7 @@ pub struct Chunk {
     /// How many log records it holds.
     pub records: usize,
     on_ack: Option<AckFn>,
+    awaited: bool,
 }
 
 impl Chunk {
@@ -59,6 +60,7 @@ impl Chunk {
             encoding: ChunkEncoding::Raw,
             records,
             on_ack,
+            awaited: false,
         }
     }
 
@@ -77,7 +79,21 @@ impl Chunk {
             raw_bytes,
             records,
             on_ack,
+            awaited: false,
         }
+    }
+
+    /// Marks the chunk as awaited by a client (a push source answers only
+    /// once it is safe): the forwarder sends it without waiting for its
+    /// batch to fill.
+    pub fn awaited(mut self) -> Self {
+        self.awaited = true;
+        self
+    }
+
+    /// Whether a client waits for this chunk.
+    pub fn is_awaited(&self) -> bool {
+        self.awaited
     }
 
     /// Size of the request as stored, the unit of the byte limits of queues
@@ -202,6 +218,17 @@ pub fn channel(capacity: usize, metrics: Arc<AgentMetrics>, codec: ChunkCodec) -
 #[error("pipeline closed")]
 pub struct Closed;
 
+/// Why [`Output::send_timeout`] did not send.
+#[derive(Debug, thiserror::Error)]
+pub enum SendTimeoutError {
+    /// The pipeline stayed full for the whole wait; the chunk is returned.
+    #[error("pipeline full")]
+    Full(Chunk),
+    /// The forwarder has gone away.
+    #[error("pipeline closed")]
+    Closed(Chunk),
+}
+
 impl Output {
     /// How sources should seal their chunks.
     pub fn codec(&self) -> ChunkCodec {
@@ -213,10 +240,33 @@ impl Output {
         let bytes = chunk.bytes();
         let n = chunk.records;
         self.tx.send(chunk).await.map_err(|_| Closed)?;
+        self.counted(bytes, n);
+        Ok(())
+    }
+
+    /// Sends a chunk, waiting at most `wait` for room: for push sources,
+    /// which answer their clients "try later" rather than wait without end.
+    pub async fn send_timeout(
+        &self,
+        chunk: Chunk,
+        wait: std::time::Duration,
+    ) -> Result<(), SendTimeoutError> {
+        // Reserving first keeps the chunk if the wait runs out.
+        let permit = match tokio::time::timeout(wait, self.tx.reserve()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(SendTimeoutError::Closed(chunk)),
+            Err(_) => return Err(SendTimeoutError::Full(chunk)),
+        };
+        let (bytes, n) = (chunk.bytes(), chunk.records);
+        permit.send(chunk);
+        self.counted(bytes, n);
+        Ok(())
+    }
+
+    fn counted(&self, bytes: usize, records: usize) {
         self.metrics.queue_chunks.inc();
         self.metrics.queue_bytes.add(bytes as i64);
-        self.metrics.queue_records.add(n as i64);
-        Ok(())
+        self.metrics.queue_records.add(records as i64);
     }
 }
 

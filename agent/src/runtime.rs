@@ -15,6 +15,7 @@ use crate::forward::grpc::{GrpcDownstream, WireCompression};
 use crate::forward::{self, Downstream, ForwarderOptions};
 use crate::metrics::AgentMetrics;
 use crate::pipeline::{self, ChunkCodec};
+use crate::sources::sentry::{self, SentryHandle};
 use crate::sources::tail::{ReadFrom, TailHandle, TailOptions, TailSource};
 use crate::spool::DiskSpool;
 use crate::{AgentError, Shutdown};
@@ -30,6 +31,7 @@ pub struct Agent {
     admin_addr: Option<SocketAddr>,
     admin_task: Option<tokio::task::JoinHandle<()>>,
     tails: Vec<(String, TailHandle)>,
+    sentry: Option<SentryHandle>,
     forwarder: tokio::task::JoinHandle<()>,
     spool: Option<DiskSpool>,
     metrics: Arc<AgentMetrics>,
@@ -149,6 +151,20 @@ impl Agent {
                 }
             }
         }
+        let sentry = match config.agent.sentry.listen.0 {
+            Some(addr) => Some(
+                sentry::start(
+                    &config.agent.sentry,
+                    addr,
+                    config.node_name.as_deref(),
+                    output.clone(),
+                    metrics.clone(),
+                    shutdown.clone(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         drop(output);
         readiness.set_started();
         Ok(Agent {
@@ -156,6 +172,7 @@ impl Agent {
             admin_addr,
             admin_task,
             tails,
+            sentry,
             forwarder,
             spool,
             metrics,
@@ -166,6 +183,11 @@ impl Agent {
     /// The bound admin address, if the admin listener is on.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// The bound address of the Sentry endpoint, if it is on.
+    pub fn sentry_addr(&self) -> Option<SocketAddr> {
+        self.sentry.as_ref().map(SentryHandle::addr)
     }
 
     /// Files currently watched by each tail source, by source name.
@@ -201,6 +223,9 @@ impl Agent {
         }
         for (_, t) in self.tails {
             t.join().await;
+        }
+        if let Some(s) = self.sentry {
+            s.join().await;
         }
         if let Some(t) = self.admin_task
             && let Err(e) = t.await

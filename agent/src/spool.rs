@@ -230,6 +230,18 @@ async fn write(
                         tracing::info!("buffer: writes succeed again");
                     }
                     readiness.set_problem(READINESS, None);
+                    if chunk.is_awaited() {
+                        // A client waits for this acknowledgement (a Sentry
+                        // SDK, one event at a time): fsync now instead of at
+                        // the next interval. Requests made together share one
+                        // pass, so under load this is a group commit.
+                        let buffer = buffer.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = buffer.sync().await {
+                                tracing::debug!(error = %e, "buffer: early fsync failed; the interval's will follow");
+                            }
+                        });
+                    }
                     pending.push_back((seq, chunk.into_ack()));
                     break;
                 }
@@ -479,6 +491,35 @@ mod tests {
             }
         }
         assert_eq!(again, ["b", "c"]);
+        stop(r).await;
+    }
+
+    #[tokio::test]
+    async fn an_awaited_chunk_is_fsynced_without_waiting_for_the_interval() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let acked = Arc::new(AtomicUsize::new(0));
+        let mut options = BufferOptions::new(dir.path());
+        // Far longer than the test may run: only an early fsync can ack.
+        options.fsync_interval = Duration::from_secs(3600);
+        let r = start(options).await;
+        let wait_for = |n: usize| {
+            let acked = acked.clone();
+            async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+                while acked.load(Ordering::SeqCst) < n && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                acked.load(Ordering::SeqCst)
+            }
+        };
+        // The first write after start is fsynced at once; the next pass is
+        // then an hour away.
+        assert!(r.out.send(chunk("first", &acked)).await.is_ok());
+        assert_eq!(wait_for(1).await, 1);
+        assert!(r.out.send(chunk("plain", &acked)).await.is_ok());
+        assert!(r.out.send(chunk("awaited", &acked).awaited()).await.is_ok());
+        // The early pass made both durable, the one before it too.
+        assert_eq!(wait_for(3).await, 3);
         stop(r).await;
     }
 

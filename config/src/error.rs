@@ -63,15 +63,41 @@ pub(crate) fn locate(text: &str, path: &str) -> Option<usize> {
     let mut from = 0;
     let mut found = None;
     for seg in path.split('.') {
-        let seg = seg.split('[').next().unwrap_or(seg);
-        if seg.is_empty() || seg == "?" {
+        let (name, index) = match seg.split_once('[') {
+            Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (seg, None),
+        };
+        if name.is_empty() || name == "?" {
             continue;
         }
-        let i = (from..lines.len()).find(|&i| has_key(lines[i], seg))?;
+        let i = (from..lines.len()).find(|&i| has_key(lines[i], name))?;
         found = Some(i + 1);
         from = i;
+        // In a block sequence, go on from the line of the n-th `- ` entry so
+        // that the next key is searched for in that entry.
+        if let Some(n) = index
+            && let Some(entry) = block_entry(&lines, i, n)
+        {
+            found = Some(entry + 1);
+            from = entry;
+        }
     }
     found
+}
+
+/// The line of entry `n` of the block sequence under the key on line `key`:
+/// the `- ` lines at the indentation of the first one.
+fn block_entry(lines: &[&str], key: usize, n: usize) -> Option<usize> {
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let first = (key + 1..lines.len()).find(|&i| !lines[i].trim().is_empty())?;
+    if !lines[first].trim_start().starts_with("- ") {
+        return None;
+    }
+    let depth = indent(lines[first]);
+    (first..lines.len())
+        .take_while(|&i| lines[i].trim().is_empty() || indent(lines[i]) >= depth)
+        .filter(|&i| indent(lines[i]) == depth && lines[i].trim_start().starts_with("- "))
+        .nth(n)
 }
 
 fn has_key(line: &str, key: &str) -> bool {

@@ -10,10 +10,15 @@
 mod error;
 mod interpolate;
 mod schema;
+mod sentry;
 mod values;
 
 pub use error::ConfigError;
 pub use schema::*;
+pub use sentry::{
+    FiltersConfig, RateLimitConfig, ScrubConfig, SentryConfig, SentryLimits, SentryProject,
+    parse_cidr,
+};
 pub use values::{ByteSize, Duration, GlobPattern, Listen, RegexPattern};
 
 use std::path::Path;

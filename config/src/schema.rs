@@ -30,6 +30,7 @@ use mecha_parsers::multiline::MultilineRule;
 use serde::{Deserialize, Deserializer, de};
 
 use crate::error::ConfigError;
+use crate::sentry::SentryConfig;
 use crate::values::{ByteSize, Duration, GlobPattern, Listen, RegexPattern};
 
 /// The whole config file.
@@ -73,6 +74,9 @@ pub struct AgentConfig {
     /// Where chunks wait for the forwarder.
     #[serde(default)]
     pub buffer: BufferConfig,
+    /// The Sentry ingestion endpoint (`:9000`).
+    #[serde(default)]
+    pub sentry: SentryConfig,
 }
 
 impl Default for AgentConfig {
@@ -83,6 +87,7 @@ impl Default for AgentConfig {
             forward: ForwardConfig::default(),
             queue_chunks: default_queue_chunks(),
             buffer: BufferConfig::default(),
+            sentry: SentryConfig::default(),
         }
     }
 }
@@ -584,6 +589,7 @@ impl Config {
                 ),
             ));
         }
+        self.agent.sentry.check(&fail)?;
         if self.aggregator.retention_days == 0 {
             return Err(fail(
                 "aggregator.retention_days".into(),

@@ -37,6 +37,7 @@ pub struct Overrides {
     pub grpc: Option<String>,
     pub admin: Option<String>,
     pub forward: Option<String>,
+    pub sentry: Option<String>,
 }
 
 /// How long a graceful shutdown may take (Kubernetes' default grace period is 30 s;
@@ -74,6 +75,7 @@ fn build_config(role: Role, ov: Overrides) -> anyhow::Result<(Config, PathBuf)> 
         // On a laptop nothing should listen beyond loopback unless asked to.
         config.agent.admin.listen = Listen(Some(([127, 0, 0, 1], 9600).into()));
         config.aggregator.grpc.listen = Listen(Some(([127, 0, 0, 1], 4317).into()));
+        config.agent.sentry.listen = Listen(Some(([127, 0, 0, 1], 9000).into()));
     }
     let flag = |name: &str, v: &str| -> anyhow::Result<Listen> {
         Listen::parse(v).map_err(|e| anyhow::anyhow!("--{name}: {e}"))
@@ -86,6 +88,9 @@ fn build_config(role: Role, ov: Overrides) -> anyhow::Result<(Config, PathBuf)> 
     }
     if let Some(v) = &ov.admin {
         config.agent.admin.listen = flag("admin", v)?;
+    }
+    if let Some(v) = &ov.sentry {
+        config.agent.sentry.listen = flag("sentry", v)?;
     }
     if let Some(v) = &ov.forward {
         config.agent.forward.endpoint = v.clone();
@@ -204,8 +209,17 @@ async fn run_async(role: Role, config: Config, data_dir: PathBuf) -> anyhow::Res
     {
         listeners.push(("admin", addr, "agent /metrics, /health, /ready"));
     }
+    if let Some(a) = &agent
+        && let Some(addr) = a.sentry_addr()
+    {
+        listeners.push((
+            "sentry",
+            addr,
+            "Sentry DSN http://<key>@<host>:<port>/<project>",
+        ));
+    }
     for (name, addr, what) in &listeners {
-        println!("  listening  {name:<5} {addr:<21} {what}");
+        println!("  listening  {name:<6} {addr:<21} {what}");
     }
     if listeners.is_empty() {
         println!("  listening  nothing (every listener is off)");

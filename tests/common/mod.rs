@@ -42,11 +42,19 @@ impl Mecha {
         describe: impl Fn() -> String,
     ) -> Mecha {
         let _ = std::fs::remove_file(data_dir.join("listeners.json"));
+        // The Sentry endpoint is on by default at :9000; tests that do not
+        // ask for it take a free port so that parallel tests never collide.
+        let sentry: &[&str] = if role != "aggregator" && !args.contains(&"--sentry") {
+            &["--sentry", "127.0.0.1:0"]
+        } else {
+            &[]
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_mecha"))
             .arg(role)
             .arg("--data-dir")
             .arg(data_dir)
             .args(args)
+            .args(sentry)
             .env("MECHA_LOG", "info")
             .stdout(stdout)
             .stderr(stderr)

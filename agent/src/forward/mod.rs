@@ -200,16 +200,24 @@ pub async fn run(
         // Batches are bounded by their protobuf size, which is what a
         // receiver's message size limit applies to.
         let mut bytes = first.raw_bytes;
+        let mut awaited = first.is_awaited();
         let mut chunks = vec![first];
         let fill_until = tokio::time::Instant::now() + opts.batch_timeout;
         while bytes < opts.batch_max_bytes {
             if let Some(c) = input.try_recv() {
+                awaited |= c.is_awaited();
                 bytes += c.raw_bytes;
                 chunks.push(c);
                 continue;
             }
+            // A client is waiting for these records (a Sentry SDK holds its
+            // request open): send what is here rather than fill the batch.
+            if awaited {
+                break;
+            }
             match tokio::time::timeout_at(fill_until, input.recv()).await {
                 Ok(Some(c)) => {
+                    awaited |= c.is_awaited();
                     bytes += c.raw_bytes;
                     chunks.push(c);
                 }
@@ -444,6 +452,38 @@ mod tests {
                 .render()
                 .contains("mecha_forward_batches_total{outcome=\"retry\"} 5")
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_awaited_chunk_is_sent_without_waiting_for_the_batch_to_fill() {
+        let metrics = Arc::new(AgentMetrics::new());
+        let (out, input) = pipeline::channel(4, metrics.clone(), pipeline::ChunkCodec::Raw);
+        let down = Arc::new(Flaky {
+            failures: AtomicUsize::new(0),
+            got: Mutex::new(Vec::new()),
+        });
+        let shutdown = Shutdown::new();
+        let opts = ForwarderOptions {
+            batch_timeout: Duration::from_secs(60),
+            ..ForwarderOptions::default()
+        };
+        let _task = tokio::spawn(run(input, down.clone(), opts, metrics, shutdown));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let ack: pipeline::AckFn = Box::new(move || {
+            let _ = tx.send(tokio::time::Instant::now());
+        });
+        let start = tokio::time::Instant::now();
+        assert!(
+            out.send(chunk(&["waited for"], Some(ack)).awaited())
+                .await
+                .is_ok()
+        );
+        // Paused time moves only when everything is idle: an acknowledgement
+        // before 60 s of it passed means the batch did not wait to fill.
+        let acked_at = rx.await.unwrap_or(start + Duration::from_secs(3600));
+        assert!(acked_at - start < Duration::from_secs(60));
+        let got = down.got.lock().map(|g| g.clone()).unwrap_or_default();
+        assert_eq!(got, ["waited for"]);
     }
 
     /// Delays a batch whose first body is "slow"; fails forever one whose first

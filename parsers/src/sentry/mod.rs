@@ -10,11 +10,13 @@
 //! values: no HTTP, no clock reads, no panic on any input.
 
 pub mod auth;
+pub mod encoding;
 pub mod envelope;
 pub mod filter;
 pub mod normalize;
 pub mod record;
 pub mod scrub;
+pub mod security;
 
 /// Attribute names of the OTLP log record that carries one Sentry event from
 /// the agent to the aggregator. The aggregator recognises an event by
