@@ -314,3 +314,188 @@ fn error_messages(event: &Map<String, Value>) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn check(opts: &FilterOptions, event: Value) -> Option<FilterReason> {
+        let Value::Object(map) = event else {
+            panic!("test events are objects")
+        };
+        Filters::new(opts).unwrap().check(&map)
+    }
+
+    fn localhost() -> FilterOptions {
+        FilterOptions {
+            localhost: true,
+            ..FilterOptions::default()
+        }
+    }
+
+    #[test]
+    fn nothing_but_browser_extensions_is_filtered_by_default() {
+        let d = FilterOptions::default();
+        assert_eq!(
+            check(&d, json!({"user": {"ip_address": "127.0.0.1"}})),
+            None
+        );
+        assert_eq!(
+            check(
+                &d,
+                json!({"exception": [{"value": "Extension context invalidated."}]})
+            ),
+            Some(FilterReason::BrowserExtension)
+        );
+    }
+
+    #[test]
+    fn loopback_clients_and_localhost_urls_are_localhost() {
+        for event in [
+            json!({"user": {"ip_address": "127.0.0.1"}}),
+            json!({"user": {"ip_address": "::1"}}),
+            json!({"request": {"env": {"REMOTE_ADDR": "127.0.0.5"}}}),
+            json!({"request": {"url": "http://localhost:3000/cart"}}),
+            json!({"request": {"url": "http://app.localhost/"}}),
+            json!({"request": {"url": "http://[::1]:8080/"}}),
+            json!({"request": {"url": "https://user:pw@127.0.0.1/x"}}),
+            json!({"request": {"url": "file:///home/ana/index.html"}}),
+            json!({"request": {"headers": {"Host": "localhost:8000"}}}),
+            json!({"request": {"headers": [["X-Forwarded-For", "127.0.0.1"]]}}),
+        ] {
+            assert_eq!(
+                check(&localhost(), event.clone()),
+                Some(FilterReason::Localhost),
+                "{event}"
+            );
+        }
+        for event in [
+            json!({"user": {"ip_address": "198.51.100.1"}}),
+            json!({"request": {"url": "http://localhost.example.com/"}}),
+            json!({"request": {"url": "http://mylocalhost/"}}),
+            json!({"request": {"url": "not a url"}}),
+            json!({"request": {"headers": {"Host": "localhost.example.com:80"}}}),
+            json!({}),
+        ] {
+            assert_eq!(check(&localhost(), event.clone()), None, "{event}");
+        }
+    }
+
+    #[test]
+    fn extension_frames_and_messages_are_browser_extensions() {
+        let d = FilterOptions::default();
+        for url in [
+            "chrome-extension://abc/content.js",
+            "moz-extension://x/y.js",
+            "safari-web-extension://x/y.js",
+            "https://fscr.kaspersky-labs.com/x/main.js",
+        ] {
+            let event = json!({"exception": {"values": [{"type": "Error", "stacktrace": {"frames": [
+                {"abs_path": "https://shop.example.com/app.js"},
+                {"abs_path": url},
+                {"abs_path": "<anonymous>"},
+            ]}}]}});
+            assert_eq!(
+                check(&d, event),
+                Some(FilterReason::BrowserExtension),
+                "{url}"
+            );
+        }
+        for message in [
+            "TypeError: can't access dead object",
+            "null is not an object (evaluating 'elt.parentNode')",
+            "top.GLOBALS is undefined",
+        ] {
+            assert_eq!(
+                check(&d, json!({"exception": [{"value": message}]})),
+                Some(FilterReason::BrowserExtension)
+            );
+        }
+        let own = json!({"exception": [{"value": "x is undefined", "stacktrace": {"frames": [{"abs_path": "chrome-extension://a/b.js"}, {"abs_path": "https://shop.example.com/app.js"}]}}]});
+        assert_eq!(check(&d, own), None);
+        let off = FilterOptions {
+            browser_extensions: false,
+            ..FilterOptions::default()
+        };
+        assert_eq!(
+            check(
+                &off,
+                json!({"exception": [{"value": "Extension context invalidated"}]})
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn error_message_globs_match_type_value_and_message() {
+        let opts = FilterOptions {
+            error_messages: vec![
+                "*ConnectionResetError*".into(),
+                "timeout after ? s".into(),
+                "chunkloaderror: *".into(),
+            ],
+            ..FilterOptions::default()
+        };
+        for event in [
+            json!({"exception": [{"type": "ConnectionResetError", "value": "peer"}]}),
+            json!({"message": "Timeout after 5 s"}),
+            json!({"logentry": {"formatted": "timeout after 9 s"}}),
+            json!({"exception": {"values": [{"type": "ChunkLoadError", "value": "Loading chunk 7 failed.\n(/x/y)"}]}}),
+        ] {
+            assert_eq!(
+                check(&opts, event.clone()),
+                Some(FilterReason::ErrorMessage),
+                "{event}"
+            );
+        }
+        assert_eq!(check(&opts, json!({"message": "timeout after 10 s"})), None);
+        assert_eq!(
+            check(&opts, json!({"exception": [{"type": "ValueError"}]})),
+            None
+        );
+    }
+
+    #[test]
+    fn a_bad_glob_is_an_error_naming_it() {
+        let opts = FilterOptions {
+            error_messages: vec!["ok*".into(), "[unclosed".into()],
+            ..FilterOptions::default()
+        };
+        let err = Filters::new(&opts).unwrap_err().to_string();
+        assert!(
+            err.contains("error_messages[1]") && err.contains("\"[unclosed\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn malformed_shapes_are_not_filtered_and_do_not_panic() {
+        let all = FilterOptions {
+            localhost: true,
+            browser_extensions: true,
+            error_messages: vec!["*".into()],
+        };
+        for event in [
+            json!({"exception": "boom", "user": 3, "request": []}),
+            json!({"exception": {"values": 1}, "message": 5}),
+        ] {
+            assert_eq!(check(&all, event), None);
+        }
+    }
+
+    #[test]
+    fn reasons_have_metric_names() {
+        assert_eq!(FilterReason::Localhost.as_str(), "filtered_localhost");
+        assert_eq!(
+            FilterReason::BrowserExtension.as_str(),
+            "filtered_browser_extension"
+        );
+        assert_eq!(
+            FilterReason::ErrorMessage.as_str(),
+            "filtered_error_message"
+        );
+    }
+}

@@ -20,7 +20,8 @@ use chrono::{DateTime, SecondsFormat};
 use serde_json::{Map, Number, Value, json};
 
 use super::value::{
-    MAX_STRING_CHARS, cap_chars, has_error, pairs_of, parse_ip, push_error, type_name,
+    MAX_STRING_CHARS, cap_chars, drop_flat, has_error, pairs_of, parse_ip, push_error,
+    to_json_text, type_name,
 };
 use crate::Severity;
 use crate::time::parse_rfc3339;
@@ -281,7 +282,10 @@ fn normalize_event_id(event: &mut Map<String, Value>, cx: &NormalizeContext) -> 
 fn derived_event_id(event: &Map<String, Value>, cx: &NormalizeContext) -> String {
     // FNV-1a, twice with different offsets for 128 bits: not cryptographic,
     // it only has to spread; a hashing crate is not worth it for this.
-    let text = serde_json::to_string(event).unwrap_or_default();
+    let text: String = event
+        .iter()
+        .map(|(k, v)| format!("{k}={}", to_json_text(v).unwrap_or_default()))
+        .collect();
     let mut hashes = [0xcbf2_9ce4_8422_2325_u64, 0x6c62_272e_07bb_0142_u64];
     for h in &mut hashes {
         for b in cx.received_ns.to_le_bytes().iter().chain(text.as_bytes()) {
@@ -347,7 +351,7 @@ fn normalize_level(event: &mut Map<String, Value>) -> Severity {
 fn lenient_string(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        other => other.to_string(),
+        other => to_json_text(other).unwrap_or_else(|| TOO_DEEP.to_owned()),
     }
 }
 
@@ -661,7 +665,7 @@ fn normalize_tags(event: &mut Map<String, Value>, limits: &NormalizeLimits) {
         let mut value = match value {
             Value::Null => continue,
             Value::String(s) => s,
-            other => other.to_string(),
+            other => lenient_string(&other),
         };
         if key.is_empty() || key.chars().count() > limits.max_tag_key_chars {
             let ty = if key.is_empty() {
@@ -701,7 +705,8 @@ fn normalize_tags(event: &mut Map<String, Value>, limits: &NormalizeLimits) {
         seen.push(key.clone());
         tags.push(json!([key, value]));
     }
-    if raw.is_some() || !tags.is_empty() {
+    let had_tags = matches!(raw, Some(Value::Object(_) | Value::Array(_)));
+    if had_tags || !tags.is_empty() {
         event.insert("tags".into(), Value::Array(tags));
     }
 }
@@ -977,27 +982,6 @@ fn databags_mut(event: &mut Map<String, Value>) -> Vec<&mut Value> {
     bags
 }
 
-/// Nesting depth of `v` (a scalar is 0), counted without recursion and
-/// giving up past `limit`.
-fn depth_within(v: &Value, limit: usize) -> Option<usize> {
-    let mut deepest = 0;
-    let mut stack = vec![(v, 0usize)];
-    while let Some((v, d)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match v {
-            Value::Array(a) => Box::new(a.iter()),
-            Value::Object(o) => Box::new(o.values()),
-            _ => continue,
-        };
-        let d = d + 1;
-        if d > limit {
-            return None;
-        }
-        deepest = deepest.max(d);
-        stack.extend(children.map(|c| (c, d)));
-    }
-    Some(deepest)
-}
-
 /// Text for a container nested too deep, or too large to keep as text.
 const TOO_DEEP: &str = "[nested too deep]";
 
@@ -1005,9 +989,6 @@ const TOO_DEEP: &str = "[nested too deep]";
 /// their JSON text (when it fits `max_string_chars`, else a marker), as
 /// Relay does, so that no bag is deeper than the limit.
 fn limit_databags(event: &mut Map<String, Value>, limits: &NormalizeLimits) {
-    // serde_json's own parser stops at 128 levels; a subtree is written as
-    // text only up to that depth, so writing it never recurses further.
-    const MAX_TEXT_DEPTH: usize = 128;
     for bag in databags_mut(event) {
         let mut stack: Vec<(&mut Value, usize)> = vec![(bag, 0)];
         while let Some((v, depth)) = stack.pop() {
@@ -1015,10 +996,9 @@ fn limit_databags(event: &mut Map<String, Value>, limits: &NormalizeLimits) {
                 continue;
             }
             if depth >= limits.max_databag_depth {
-                let text = depth_within(v, MAX_TEXT_DEPTH)
-                    .and_then(|_| serde_json::to_string(v).ok())
-                    .filter(|t| t.chars().count() <= limits.max_string_chars);
-                *v = Value::String(text.unwrap_or_else(|| TOO_DEEP.to_owned()));
+                let text = to_json_text(v).filter(|t| t.chars().count() <= limits.max_string_chars);
+                let text = Value::String(text.unwrap_or_else(|| TOO_DEEP.to_owned()));
+                drop_flat(std::mem::replace(v, text));
                 continue;
             }
             match v {
@@ -1043,5 +1023,493 @@ fn trim_strings(event: &mut Map<String, Value>, max: usize) {
             Value::Object(o) => stack.extend(o.values_mut()),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::sentry::value::drop_flat;
+
+    /// 2024-01-15T10:20:30Z.
+    const RECEIVED_NS: i64 = 1_705_314_030_000_000_000;
+    const RECEIVED_SECS: f64 = 1_705_314_030.0;
+    const FALLBACK: &str = "0123456789abcdef0123456789abcdef";
+
+    fn cx() -> NormalizeContext {
+        NormalizeContext {
+            received_ns: RECEIVED_NS,
+            sent_at_ns: None,
+            client_ip: Some("203.0.113.7".parse().unwrap()),
+            fallback_event_id: FALLBACK.into(),
+            limits: NormalizeLimits::default(),
+        }
+    }
+
+    fn run(event: Value) -> (Map<String, Value>, Normalized) {
+        run_with(event, &cx())
+    }
+
+    fn run_with(event: Value, cx: &NormalizeContext) -> (Map<String, Value>, Normalized) {
+        let Value::Object(mut map) = event else {
+            panic!("test events are objects")
+        };
+        let n = normalize(&mut map, cx);
+        (map, n)
+    }
+
+    fn error_types(event: &Map<String, Value>) -> Vec<String> {
+        event
+            .get("errors")
+            .and_then(Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .filter_map(|e| {
+                        Some(format!("{}:{}", e["type"].as_str()?, e["name"].as_str()?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn valid_event_ids_are_kept_as_lowercase_hex() {
+        let (e, n) = run(json!({"event_id": "FC6D8C0C43FC4630AD850EE518F1B9D0"}));
+        assert_eq!(n.event_id, "fc6d8c0c43fc4630ad850ee518f1b9d0");
+        assert_eq!(e["event_id"], "fc6d8c0c43fc4630ad850ee518f1b9d0");
+        let (_, n) = run(json!({"event_id": "fc6d8c0c-43fc-4630-ad85-0ee518f1b9d0"}));
+        assert_eq!(n.event_id, "fc6d8c0c43fc4630ad850ee518f1b9d0");
+    }
+
+    #[test]
+    fn missing_or_invalid_event_id_takes_the_fallback() {
+        let (e, n) = run(json!({}));
+        assert_eq!(n.event_id, FALLBACK);
+        assert!(error_types(&e).is_empty());
+        for bad in [
+            json!("nope"),
+            json!(42),
+            json!("fc6d8c0c43fc4630ad850ee518f1b9dz"),
+        ] {
+            let (e, n) = run(json!({ "event_id": bad }));
+            assert_eq!(n.event_id, FALLBACK);
+            assert_eq!(error_types(&e), ["invalid_data:event_id"]);
+        }
+    }
+
+    #[test]
+    fn without_a_usable_fallback_the_id_is_derived_from_the_event() {
+        let mut c = cx();
+        c.fallback_event_id = String::new();
+        let (_, a) = run_with(json!({"message": "a"}), &c);
+        let (_, a2) = run_with(json!({"message": "a"}), &c);
+        let (_, b) = run_with(json!({"message": "b"}), &c);
+        assert_eq!(
+            parse_event_id(&a.event_id).as_deref(),
+            Some(a.event_id.as_str())
+        );
+        assert_eq!(a.event_id, a2.event_id);
+        assert_ne!(a.event_id, b.event_id);
+    }
+
+    #[test]
+    fn timestamps_are_read_in_every_sdk_form() {
+        for (ts, secs) in [
+            (json!(1_705_314_000.5), 1_705_314_000.5),
+            (json!(1_705_314_000), 1_705_314_000.0),
+            (json!("2024-01-15T10:20:00.500Z"), 1_705_314_000.5),
+            (json!("2024-01-15T18:20:00.5+08:00"), 1_705_314_000.5),
+            (json!("2024-01-15T10:20:00"), 1_705_314_000.0),
+            (json!("1705314000.5"), 1_705_314_000.5),
+        ] {
+            let (e, n) = run(json!({ "timestamp": ts.clone() }));
+            assert_eq!(e["timestamp"].as_f64(), Some(secs), "{ts}");
+            #[allow(clippy::cast_possible_truncation)]
+            let ns = (secs * 1e9) as i64;
+            assert_eq!(n.timestamp_ns, ns, "{ts}");
+            assert_eq!(e["received"].as_f64(), Some(RECEIVED_SECS));
+            assert!(error_types(&e).is_empty(), "{ts}");
+        }
+    }
+
+    #[test]
+    fn missing_timestamp_is_the_arrival_time() {
+        let (e, n) = run(json!({}));
+        assert_eq!(n.timestamp_ns, RECEIVED_NS);
+        assert_eq!(e["timestamp"].as_f64(), Some(RECEIVED_SECS));
+        assert!(error_types(&e).is_empty());
+    }
+
+    #[test]
+    fn unreadable_timestamps_are_the_arrival_time_with_an_error() {
+        for bad in [
+            json!("garbage"),
+            json!("NaN"),
+            json!(1e300),
+            json!(-1e300),
+            json!(true),
+            json!({}),
+        ] {
+            let (e, n) = run(json!({ "timestamp": bad.clone() }));
+            assert_eq!(n.timestamp_ns, RECEIVED_NS, "{bad}");
+            assert_eq!(error_types(&e), ["invalid_data:timestamp"], "{bad}");
+        }
+    }
+
+    #[test]
+    fn future_and_past_timestamps_are_clamped_with_relays_errors() {
+        let (e, n) = run(json!({"timestamp": RECEIVED_SECS + 61.0}));
+        assert_eq!(n.timestamp_ns, RECEIVED_NS);
+        assert_eq!(error_types(&e), ["future_timestamp:timestamp"]);
+        assert_eq!(e["errors"][0]["server_time"], "2024-01-15T10:20:30Z");
+        assert_eq!(e["errors"][0]["sdk_time"], "2024-01-15T10:21:31Z");
+
+        let (e, n) = run(json!({"timestamp": RECEIVED_SECS - 31.0 * 86_400.0}));
+        assert_eq!(n.timestamp_ns, RECEIVED_NS);
+        assert_eq!(error_types(&e), ["past_timestamp:timestamp"]);
+
+        let (e, _) = run(json!({"timestamp": RECEIVED_SECS + 59.0}));
+        assert!(error_types(&e).is_empty());
+        let (e, _) = run(json!({"timestamp": RECEIVED_SECS - 29.0 * 86_400.0}));
+        assert!(error_types(&e).is_empty());
+    }
+
+    #[test]
+    fn clock_drift_of_an_hour_is_corrected_once() {
+        // The client's clock is two hours behind: it stamped the event and
+        // the envelope two hours early.
+        let mut c = cx();
+        c.sent_at_ns = Some(RECEIVED_NS - 7200 * 1_000_000_000);
+        let event = json!({
+            "timestamp": RECEIVED_SECS - 7200.0 - 5.0,
+            "breadcrumbs": [{"timestamp": RECEIVED_SECS - 7200.0 - 10.0, "message": "m"}],
+        });
+        let (mut e, n) = run_with(event, &c);
+        assert_eq!(n.timestamp_ns, RECEIVED_NS - 5_000_000_000);
+        assert_eq!(
+            e["breadcrumbs"]["values"][0]["timestamp"].as_f64(),
+            Some(RECEIVED_SECS - 10.0)
+        );
+        assert_eq!(error_types(&e), ["clock_drift:timestamp"]);
+        let again = normalize(&mut e, &c);
+        assert_eq!(again.timestamp_ns, n.timestamp_ns);
+        assert_eq!(
+            e["breadcrumbs"]["values"][0]["timestamp"].as_f64(),
+            Some(RECEIVED_SECS - 10.0)
+        );
+    }
+
+    #[test]
+    fn small_clock_drift_is_network_delay_and_left_alone() {
+        let mut c = cx();
+        c.sent_at_ns = Some(RECEIVED_NS - 54 * 60 * 1_000_000_000);
+        let (e, n) = run_with(json!({"timestamp": RECEIVED_SECS - 54.0 * 60.0}), &c);
+        assert_eq!(n.timestamp_ns, RECEIVED_NS - 54 * 60 * 1_000_000_000);
+        assert!(error_types(&e).is_empty());
+    }
+
+    #[test]
+    fn levels_default_to_error_and_aliases_map() {
+        for (level, sentry, severity) in [
+            (json!(null), "error", Severity::Error),
+            (json!("WARN"), "warning", Severity::Warn),
+            (json!("warning"), "warning", Severity::Warn),
+            (json!("Critical"), "fatal", Severity::Fatal),
+            (json!("fatal"), "fatal", Severity::Fatal),
+            (json!("log"), "info", Severity::Info),
+            (json!("info"), "info", Severity::Info),
+            (json!("debug"), "debug", Severity::Debug),
+        ] {
+            let (e, n) = run(json!({ "level": level.clone() }));
+            assert_eq!(e["level"], sentry, "{level}");
+            assert_eq!(n.level, severity, "{level}");
+            assert!(error_types(&e).is_empty());
+        }
+        let (e, n) = run(json!({}));
+        assert_eq!(
+            (e["level"].as_str(), n.level),
+            (Some("error"), Severity::Error)
+        );
+        for bad in [json!("verbose"), json!(3)] {
+            let (e, n) = run(json!({ "level": bad }));
+            assert_eq!(n.level, Severity::Error);
+            assert_eq!(error_types(&e), ["invalid_data:level"]);
+        }
+    }
+
+    #[test]
+    fn platform_defaults_to_other() {
+        assert_eq!(run(json!({})).1.platform, "other");
+        assert_eq!(run(json!({"platform": "cobol"})).1.platform, "other");
+        assert_eq!(run(json!({"platform": "python"})).0["platform"], "python");
+    }
+
+    #[test]
+    fn a_string_message_becomes_logentry_formatted() {
+        let (e, _) = run(json!({"message": "disk full"}));
+        assert_eq!(e["logentry"], json!({"formatted": "disk full"}));
+        assert!(e.get("message").is_none());
+        let (e, _) = run(json!({"logentry": "as a string"}));
+        assert_eq!(e["logentry"], json!({"formatted": "as a string"}));
+    }
+
+    #[test]
+    fn logentry_params_fill_the_formatted_text() {
+        let (e, _) =
+            run(json!({"logentry": {"message": "user %s paid %d%%", "params": ["ana", 12]}}));
+        assert_eq!(e["logentry"]["formatted"], "user ana paid 12%");
+        assert_eq!(e["logentry"]["message"], "user %s paid %d%%");
+        let (e, _) = run(json!({"logentry": {"message": "%(who)s left", "params": {"who": "bo"}}}));
+        assert_eq!(e["logentry"]["formatted"], "bo left");
+        let (e, _) = run(json!({"logentry": {"message": "{0} of {1} {2}", "params": ["1", 2]}}));
+        assert_eq!(e["logentry"]["formatted"], "1 of 2 {2}");
+        let (e, _) = run(json!({"logentry": {"message": "kept", "formatted": "given"}}));
+        assert_eq!(e["logentry"]["formatted"], "given");
+    }
+
+    #[test]
+    fn exception_lists_are_unified_to_values() {
+        let exc = json!({"type": "ValueError", "value": "bad"});
+        let (e, _) = run(json!({ "exception": [exc.clone()] }));
+        assert_eq!(e["exception"], json!({ "values": [exc.clone()] }));
+        let (e, _) = run(json!({ "exception": {"values": [exc.clone()]} }));
+        assert_eq!(e["exception"], json!({ "values": [exc.clone()] }));
+        let (e, _) = run(json!({ "exception": exc.clone() }));
+        assert_eq!(e["exception"], json!({ "values": [exc.clone()] }));
+        let (e, _) = run(json!({ "breadcrumbs": [{"message": "a"}], "threads": {"values": []} }));
+        assert_eq!(e["breadcrumbs"], json!({"values": [{"message": "a"}]}));
+        assert_eq!(e["threads"], json!({"values": []}));
+    }
+
+    #[test]
+    fn malformed_lists_are_removed_with_an_error() {
+        let (e, _) = run(json!({"exception": "boom", "breadcrumbs": 3}));
+        assert!(e.get("exception").is_none() && e.get("breadcrumbs").is_none());
+        assert_eq!(
+            error_types(&e),
+            ["invalid_data:exception", "invalid_data:breadcrumbs"]
+        );
+        let (e, _) = run(json!({"exception": [1, {"type": "E"}, "x"]}));
+        assert_eq!(e["exception"]["values"], json!([{"type": "E"}]));
+        assert_eq!(error_types(&e), ["invalid_data:exception.values"]);
+    }
+
+    #[test]
+    fn exception_type_and_value_are_text_and_take_a_lone_stacktrace() {
+        let st = json!({"frames": [{"function": "f"}]});
+        let (e, _) =
+            run(json!({"exception": [{"type": 1, "value": {"a": 1}}], "stacktrace": st.clone()}));
+        assert_eq!(e["exception"]["values"][0]["type"], "1");
+        assert_eq!(e["exception"]["values"][0]["value"], r#"{"a":1}"#);
+        assert_eq!(e["exception"]["values"][0]["stacktrace"], st);
+        assert!(e.get("stacktrace").is_none());
+    }
+
+    #[test]
+    fn only_the_newest_breadcrumbs_are_kept() {
+        let crumbs: Vec<Value> = (0..150)
+            .map(|i| json!({"message": i.to_string()}))
+            .collect();
+        let (e, _) = run(json!({ "breadcrumbs": {"values": crumbs} }));
+        let kept = e["breadcrumbs"]["values"].as_array().unwrap();
+        assert_eq!(kept.len(), 100);
+        assert_eq!(kept[0]["message"], "50");
+        assert_eq!(kept[99]["message"], "149");
+        assert_eq!(error_types(&e), ["value_too_long:breadcrumbs.values"]);
+    }
+
+    #[test]
+    fn long_stack_traces_keep_their_first_and_last_frames() {
+        let frames: Vec<Value> = (0..300).map(|i| json!({"lineno": i})).collect();
+        let (e, _) = run(
+            json!({"exception": [{"type": "RecursionError", "stacktrace": {"frames": frames}}]}),
+        );
+        let kept = e["exception"]["values"][0]["stacktrace"]["frames"]
+            .as_array()
+            .unwrap();
+        assert_eq!(kept.len(), 250);
+        assert_eq!(kept[0]["lineno"], 0);
+        assert_eq!(kept[124]["lineno"], 124);
+        assert_eq!(kept[125]["lineno"], 175);
+        assert_eq!(kept[249]["lineno"], 299);
+        assert_eq!(
+            error_types(&e),
+            ["value_too_long:exception.values.0.stacktrace.frames"]
+        );
+    }
+
+    #[test]
+    fn tags_become_string_pairs() {
+        let (e, _) = run(json!({"tags": {"b": "x", "a": 1, "c": true, "d": null}}));
+        assert_eq!(e["tags"], json!([["a", "1"], ["b", "x"], ["c", "true"]]));
+        let (e, _) = run(json!({"tags": [["a", "1"], ["b", 2.5]]}));
+        assert_eq!(e["tags"], json!([["a", "1"], ["b", "2.5"]]));
+        assert!(error_types(&e).is_empty());
+    }
+
+    #[test]
+    fn invalid_tags_are_dropped_with_errors() {
+        let (e, _) = run(json!({"tags": 42}));
+        assert!(e.get("tags").is_none());
+        assert_eq!(error_types(&e), ["invalid_data:tags"]);
+        let long_key = "k".repeat(201);
+        let (e, _) = run(
+            json!({"tags": [["ok", "1"], "junk", ["", "x"], [long_key, "x"], ["nl", "a\nb"], ["empty", ""]]}),
+        );
+        assert_eq!(e["tags"], json!([["ok", "1"]]));
+        assert_eq!(
+            error_types(&e),
+            [
+                "invalid_data:tags",
+                "invalid_data:tags",
+                "value_too_long:tags",
+                "invalid_data:tags",
+                "invalid_data:tags"
+            ]
+        );
+    }
+
+    #[test]
+    fn tag_values_are_capped_on_char_boundaries() {
+        let (e, _) = run(json!({"tags": {"t": "é".repeat(300)}}));
+        let v = e["tags"][0][1].as_str().unwrap();
+        assert_eq!(v.chars().count(), 200);
+        assert!(v.ends_with("..."));
+        assert_eq!(error_types(&e), ["value_too_long:tags"]);
+    }
+
+    #[test]
+    fn reserved_and_duplicate_tags_are_dropped_and_environment_moves() {
+        let (e, _) = run(json!({
+            "tags": [["release", "1"], ["user", "u"], ["a", "1"], ["a", "2"], ["environment", "prod"]],
+            "server_name": "web-1",
+        }));
+        assert_eq!(e["tags"], json!([["a", "1"], ["server_name", "web-1"]]));
+        assert_eq!(e["environment"], "prod");
+        assert_eq!(e["server_name"], "web-1");
+    }
+
+    #[test]
+    fn auto_ip_and_browser_events_take_the_client_address() {
+        let (e, n) = run(json!({"user": {"id": "7", "ip_address": "{{auto}}"}}));
+        assert_eq!(e["user"]["ip_address"], "203.0.113.7");
+        assert_eq!(n.user_key.as_deref(), Some("id:7"));
+        let (e, n) = run(json!({"platform": "javascript"}));
+        assert_eq!(e["user"]["ip_address"], "203.0.113.7");
+        assert_eq!(n.user_key.as_deref(), Some("ip:203.0.113.7"));
+        // A server SDK's peer is the server, not the user.
+        let (e, _) = run(json!({"platform": "python"}));
+        assert!(e.get("user").is_none());
+        let (e, _) = run(json!({"platform": "javascript", "user": {"ip_address": "198.51.100.1"}}));
+        assert_eq!(e["user"]["ip_address"], "198.51.100.1");
+    }
+
+    #[test]
+    fn requests_get_remote_addr_and_the_sdks_one_names_the_user() {
+        let (e, _) = run(json!({"request": {"url": "http://x/"}}));
+        assert_eq!(e["request"]["env"]["REMOTE_ADDR"], "203.0.113.7");
+        assert!(e.get("user").is_none());
+        let (e, _) = run(json!({"request": {"env": {"REMOTE_ADDR": "{{auto}}"}}}));
+        assert_eq!(e["request"]["env"]["REMOTE_ADDR"], "203.0.113.7");
+        let (e, n) =
+            run(json!({"platform": "python", "request": {"env": {"REMOTE_ADDR": "198.51.100.9"}}}));
+        assert_eq!(e["request"]["env"]["REMOTE_ADDR"], "198.51.100.9");
+        assert_eq!(e["user"]["ip_address"], "198.51.100.9");
+        assert_eq!(n.user_key.as_deref(), Some("ip:198.51.100.9"));
+    }
+
+    #[test]
+    fn normalized_names_release_environment_and_user() {
+        let (_, n) = run(
+            json!({"release": 12, "environment": "prod", "user": {"email": "a@b.c", "username": "ana"}}),
+        );
+        assert_eq!(n.release.as_deref(), Some("12"));
+        assert_eq!(n.environment.as_deref(), Some("prod"));
+        assert_eq!(n.user_key.as_deref(), Some("username:ana"));
+    }
+
+    #[test]
+    fn interfaces_of_the_wrong_shape_are_removed() {
+        let (e, _) = run(json!({"user": "bob", "extra": [1], "release": {"v": 1}}));
+        assert!(e.get("user").is_none() && e.get("extra").is_none() && e.get("release").is_none());
+        assert_eq!(
+            error_types(&e),
+            [
+                "invalid_data:release",
+                "invalid_data:user",
+                "invalid_data:extra"
+            ]
+        );
+    }
+
+    #[test]
+    fn huge_strings_are_cut_on_char_boundaries() {
+        let (e, _) = run(json!({"message": "😀".repeat(10_000), "extra": {"x": "a".repeat(9000)}}));
+        let m = e["logentry"]["formatted"].as_str().unwrap();
+        assert_eq!(m.chars().count(), 8192);
+        assert!(m.starts_with('😀') && m.ends_with("..."));
+        assert_eq!(e["extra"]["x"].as_str().unwrap().chars().count(), 8192);
+    }
+
+    #[test]
+    fn deep_data_bags_are_written_as_text_at_the_depth_limit() {
+        let mut deep = json!("leaf");
+        for i in 0..9 {
+            deep = json!({ format!("k{i}"): deep });
+        }
+        let (e, _) = run(json!({ "extra": { "bag": deep } }));
+        // extra.bag is depth 1, so extra.bag.k8 ... .k3 is depth 7: text.
+        let mut v = &e["extra"]["bag"];
+        for i in (3..9).rev() {
+            v = &v[format!("k{i}")];
+        }
+        assert_eq!(v.as_str(), Some(r#"{"k2":{"k1":{"k0":"leaf"}}}"#));
+    }
+
+    #[test]
+    fn nesting_deeper_than_any_parser_allows_does_not_overflow() {
+        // Built by hand: `json!` would serialise the value, recursively.
+        let mut deep = Value::from(1);
+        for _ in 0..100_000 {
+            deep = Value::Array(vec![deep]);
+        }
+        let mut extra = Map::new();
+        extra.insert("bag".into(), deep);
+        let mut event = Map::new();
+        event.insert("extra".into(), Value::Object(extra));
+        let (e, _) = run(Value::Object(event));
+        let mut v = &e["extra"]["bag"];
+        for _ in 1..7 {
+            v = &v[0];
+        }
+        assert_eq!(v.as_str(), Some(TOO_DEEP));
+        drop_flat(Value::Object(e));
+    }
+
+    #[test]
+    fn normalizing_twice_changes_nothing() {
+        let mut c = cx();
+        c.sent_at_ns = Some(RECEIVED_NS - 3 * 3600 * 1_000_000_000);
+        let (mut once, n1) = run_with(
+            json!({
+                "event_id": "FC6D8C0C-43FC-4630-AD85-0EE518F1B9D0",
+                "timestamp": "2024-01-15T07:20:29.123456789Z",
+                "message": "x",
+                "level": "warn",
+                "tags": {"a": 1, "long": "v".repeat(300)},
+                "exception": [{"type": "E", "value": 3}],
+                "breadcrumbs": [{"timestamp": "2024-01-15T07:20:00Z"}],
+                "platform": "javascript",
+                "request": {"url": "http://x/"},
+            }),
+            &c,
+        );
+        let snapshot = once.clone();
+        let n2 = normalize(&mut once, &c);
+        assert_eq!(once, snapshot);
+        assert_eq!(n1, n2);
     }
 }

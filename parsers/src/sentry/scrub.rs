@@ -249,7 +249,7 @@ static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| Patterns {
     // 13 digits starting with 1 until 2033, are not taken for cards.
     card: compile(r"\b[2-6]\d(?:[ \-]?\d){11,17}\b"),
     ipv4: compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"),
-    ipv6: compile(r"(?i)[0-9a-f:.%]*:[0-9a-f:.%]*:[0-9a-f:.%]*"),
+    ipv6: compile(r"(?i)[0-9a-f:.]*:[0-9a-f:.]*:[0-9a-f:.]*(?:%[0-9a-z_.\-]+)?"),
 });
 
 /// Strings whose scrubbing as JSON may nest this deep (JSON text inside JSON
@@ -726,4 +726,311 @@ fn scrub_ips(text: &mut String) -> usize {
         }
     }
     changed
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::sentry::value::drop_flat;
+
+    fn run_with(event: Value, opts: &ScrubOptions) -> (Value, usize) {
+        let Value::Object(mut map) = event else {
+            panic!("test events are objects")
+        };
+        let n = scrub(&mut map, opts);
+        (Value::Object(map), n)
+    }
+
+    fn run(event: Value) -> (Value, usize) {
+        run_with(event, &ScrubOptions::default())
+    }
+
+    fn text(s: &str) -> String {
+        let (e, _) = run(json!({ "extra": { "note": s } }));
+        e["extra"]["note"].as_str().unwrap_or_default().to_owned()
+    }
+
+    fn ip_text(s: &str) -> String {
+        let opts = ScrubOptions {
+            scrub_ip: true,
+            ..ScrubOptions::default()
+        };
+        let (e, _) = run_with(json!({ "extra": { "note": s } }), &opts);
+        e["extra"]["note"].as_str().unwrap_or_default().to_owned()
+    }
+
+    #[test]
+    fn every_pattern_compiles() {
+        let p = &*PATTERNS;
+        for re in [
+            &p.pem_begin,
+            &p.pem_end,
+            &p.url_password,
+            &p.bearer,
+            &p.query_in_text,
+            &p.query_field,
+            &p.card,
+            &p.ipv4,
+            &p.ipv6,
+        ] {
+            assert!(re.is_some());
+        }
+    }
+
+    #[test]
+    fn secret_keys_scrub_the_whole_value_even_objects() {
+        let (e, n) = run(
+            json!({"extra": {"db_password": "x", "API-Key": 1, "credentials": {"user": "u", "pw": "p"}, "name": "n"}}),
+        );
+        assert_eq!(
+            e["extra"],
+            json!({"db_password": FILTERED, "API-Key": FILTERED, "credentials": FILTERED, "name": "n"})
+        );
+        assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn author_is_not_auth_but_authorization_is() {
+        let (e, n) = run(
+            json!({"extra": {"author": "ana", "co_author_id": 3, "authority": "x", "Authorization": "Basic x", "oauth_state": "s", "authorised_by": "b"}}),
+        );
+        assert_eq!(e["extra"]["author"], "ana");
+        assert_eq!(e["extra"]["co_author_id"], 3);
+        assert_eq!(e["extra"]["authority"], "x");
+        assert_eq!(e["extra"]["Authorization"], FILTERED);
+        assert_eq!(e["extra"]["oauth_state"], FILTERED);
+        assert_eq!(e["extra"]["authorised_by"], FILTERED);
+        assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn extra_and_safe_keys_are_honoured() {
+        let opts = ScrubOptions {
+            extra_keys: vec!["SSN".into()],
+            safe_keys: vec!["csrf_token".into()],
+            ..ScrubOptions::default()
+        };
+        let (e, n) = run_with(
+            json!({"extra": {"user_ssn": "1", "csrf_token": "4111111111111111"}}),
+            &opts,
+        );
+        assert_eq!(
+            e["extra"],
+            json!({"user_ssn": FILTERED, "csrf_token": "4111111111111111"})
+        );
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn disabled_scrubbing_changes_nothing() {
+        let opts = ScrubOptions {
+            enabled: false,
+            ..ScrubOptions::default()
+        };
+        let event = json!({"extra": {"password": "x"}});
+        assert_eq!(run_with(event.clone(), &opts), (event, 0));
+    }
+
+    #[test]
+    fn pair_lists_are_read_by_key() {
+        let (e, n) = run(
+            json!({"request": {"headers": [["Authorization", "Bearer abc"], ["Accept", "*/*"]]}, "tags": [["api_token", "t"]]}),
+        );
+        assert_eq!(
+            e["request"]["headers"],
+            json!([["Authorization", FILTERED], ["Accept", "*/*"]])
+        );
+        assert_eq!(e["tags"], json!([["api_token", FILTERED]]));
+        assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn user_id_and_ip_stay_unless_ips_are_scrubbed() {
+        let event = json!({"user": {"id": "4111111111111111", "ip_address": "198.51.100.1", "password": "p"}});
+        let (e, n) = run(event.clone());
+        assert_eq!(
+            e["user"],
+            json!({"id": "4111111111111111", "ip_address": "198.51.100.1", "password": FILTERED})
+        );
+        assert_eq!(n, 1);
+        let opts = ScrubOptions {
+            scrub_ip: true,
+            ..ScrubOptions::default()
+        };
+        let (e, _) = run_with(event, &opts);
+        assert_eq!(e["user"]["ip_address"], FILTERED);
+        assert_eq!(e["user"]["id"], "4111111111111111");
+    }
+
+    #[test]
+    fn card_numbers_are_luhn_checked() {
+        assert_eq!(
+            text("paid with 4111 1111 1111 1111 today"),
+            "paid with [Filtered] today"
+        );
+        assert_eq!(text("4111-1111-1111-1111"), FILTERED);
+        assert_eq!(text("amex 378282246310005"), "amex [Filtered]");
+        // Not Luhn-valid, a millisecond timestamp, too short, part of a word.
+        for kept in [
+            "4111 1111 1111 1112",
+            "ts 1705314030123",
+            "4111 1111 1111",
+            "id_4111111111111111x",
+        ] {
+            assert_eq!(text(kept), kept);
+        }
+        // A card followed by more digits is still found.
+        assert_eq!(text("4111 1111 1111 1111 2024"), "[Filtered] 2024");
+    }
+
+    #[test]
+    fn pem_private_key_bodies_are_scrubbed() {
+        let key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\nIBAAK\n-----END RSA PRIVATE KEY-----";
+        assert_eq!(
+            text(&format!("key: {key} done")),
+            "key: -----BEGIN RSA PRIVATE KEY-----[Filtered]-----END RSA PRIVATE KEY----- done"
+        );
+        assert_eq!(
+            text("-----BEGIN PRIVATE KEY-----\nMIIE cut"),
+            "-----BEGIN PRIVATE KEY-----[Filtered]"
+        );
+        let public = "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----";
+        assert_eq!(text(public), public);
+    }
+
+    #[test]
+    fn url_passwords_are_scrubbed() {
+        assert_eq!(
+            text("connect postgres://shop:s3cr3t@db:5432/shop failed"),
+            "connect postgres://shop:[Filtered]@db:5432/shop failed"
+        );
+        assert_eq!(text("https://user@host/x"), "https://user@host/x");
+        assert_eq!(text("mail ana@example.com"), "mail ana@example.com");
+    }
+
+    #[test]
+    fn bearer_tokens_and_secret_query_parameters_are_scrubbed() {
+        assert_eq!(
+            text("sent Bearer eyJhbGciOi.x-y_z= ok"),
+            "sent Bearer [Filtered] ok"
+        );
+        assert_eq!(
+            text("GET https://api.example.com/v1?page=2&access_token=abc&x=1"),
+            "GET https://api.example.com/v1?page=2&access_token=[Filtered]&x=1"
+        );
+        let (e, n) = run(json!({"request": {"query_string": "order=8812&api_key=k1;token=t"}}));
+        assert_eq!(
+            e["request"]["query_string"],
+            "order=8812&api_key=[Filtered];token=[Filtered]"
+        );
+        assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn session_cookies_are_scrubbed_in_every_form() {
+        let (e, n) = run(json!({"request": {
+            "cookies": {"sessionid": "s1", "PHPSESSID": "s2", "connect.sid": "s3", "theme": "dark", "laravel_session": "s4"},
+            "headers": {"Cookie": "JSESSIONID=s5; lang=en; csrftoken=c", "Set-Cookie": "_app_session=s6; Path=/; HttpOnly"},
+        }}));
+        assert_eq!(
+            e["request"]["cookies"],
+            json!({"sessionid": FILTERED, "PHPSESSID": FILTERED, "connect.sid": FILTERED, "theme": "dark", "laravel_session": FILTERED})
+        );
+        assert_eq!(
+            e["request"]["headers"]["Cookie"],
+            "JSESSIONID=[Filtered]; lang=en; csrftoken=[Filtered]"
+        );
+        assert_eq!(
+            e["request"]["headers"]["Set-Cookie"],
+            "_app_session=[Filtered]; Path=/; HttpOnly"
+        );
+        assert_eq!(n, 7);
+        let (e, _) = run(json!({"request": {"cookies": "sid=1; a=b"}}));
+        assert_eq!(e["request"]["cookies"], "sid=[Filtered]; a=b");
+        let (e, _) = run(json!({"request": {"cookies": [["sessionid", "1"], ["a", "b"]]}}));
+        assert_eq!(
+            e["request"]["cookies"],
+            json!([["sessionid", FILTERED], ["a", "b"]])
+        );
+    }
+
+    #[test]
+    fn json_text_is_scrubbed_as_json() {
+        let (e, n) = run(json!({"request": {"data": "{\"password\": \"hunter2\", \"item\": 3}"}}));
+        assert_eq!(
+            e["request"]["data"],
+            r#"{"item":3,"password":"[Filtered]"}"#
+        );
+        assert_eq!(n, 1);
+        // Unchanged JSON text keeps its spelling.
+        let (e, n) = run(json!({"request": {"data": "{\"item\": 3}"}}));
+        assert_eq!(
+            (e["request"]["data"].as_str(), n),
+            (Some("{\"item\": 3}"), 0)
+        );
+    }
+
+    #[test]
+    fn ip_addresses_are_scrubbed_only_when_asked() {
+        assert_eq!(text("from 198.51.100.7"), "from 198.51.100.7");
+        assert_eq!(
+            ip_text("from 198.51.100.7 via [2001:db8::1]:443"),
+            "from [Filtered] via [[Filtered]]:443"
+        );
+        assert_eq!(ip_text("fe80::1%eth0 up"), "[Filtered] up");
+        for kept in [
+            "at 10:20:30.5",
+            "std::vec::Vec",
+            "version 1.2.3",
+            "999.1.1.1",
+            "a :: b",
+        ] {
+            assert_eq!(ip_text(kept), kept);
+        }
+        let opts = ScrubOptions {
+            scrub_ip: true,
+            ..ScrubOptions::default()
+        };
+        let (e, n) = run_with(
+            json!({"request": {"env": {"REMOTE_ADDR": "10.0.0.1"}, "headers": {"X-Forwarded-For": "1.2.3.4, 10.0.0.1", "X-Real-IP": "1.2.3.4"}}}),
+            &opts,
+        );
+        assert_eq!(e["request"]["env"]["REMOTE_ADDR"], FILTERED);
+        assert_eq!(e["request"]["headers"]["X-Forwarded-For"], FILTERED);
+        assert_eq!(e["request"]["headers"]["X-Real-IP"], FILTERED);
+        assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn package_names_and_sdk_fields_are_not_secrets() {
+        let event = json!({"modules": {"oauthlib": "3.2", "tokenizers": "0.15"}, "sdk": {"integrations": ["auth"]}});
+        assert_eq!(run(event.clone()), (event, 0));
+    }
+
+    #[test]
+    fn scrubbing_twice_changes_nothing_and_counts_nothing() {
+        let (once, n) = run(json!({
+            "extra": {"password": "p", "s": "Bearer abc 4111111111111111 postgres://u:p@h/d?token=t"},
+            "request": {"cookies": "sessionid=1", "data": "[{\"secret\": 1}]"},
+        }));
+        assert_eq!(n, 7);
+        let (twice, m) = run(once.clone());
+        assert_eq!((twice, m), (once, 0));
+    }
+
+    #[test]
+    fn deep_nesting_is_walked_without_recursion() {
+        // Built by hand: `json!` would serialise the value, recursively.
+        let mut deep = Value::Object(Map::from_iter([("password".to_owned(), Value::from("p"))]));
+        for _ in 0..200_000 {
+            deep = Value::Array(vec![deep]);
+        }
+        let mut event = Map::new();
+        event.insert("extra".into(), deep);
+        assert_eq!(scrub(&mut event, &ScrubOptions::default()), 1);
+        drop_flat(Value::Object(event));
+    }
 }

@@ -103,6 +103,48 @@ pub(crate) fn has_error(event: &Map<String, Value>, ty: &str) -> bool {
         })
 }
 
+/// Drops `v` without recursion: serde_json drops nested values recursively,
+/// which a value nested deep enough (built in code; the parser stops at 128
+/// levels) would turn into a stack overflow.
+pub(crate) fn drop_flat(v: Value) {
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Array(items) => stack.extend(items),
+            Value::Object(o) => stack.extend(o.into_iter().map(|(_, v)| v)),
+            _ => {}
+        }
+    }
+}
+
+/// Nesting depth of `v` (a scalar is 0), counted without recursion and
+/// giving up past `limit`.
+pub(crate) fn depth_within(v: &Value, limit: usize) -> Option<usize> {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(a) => Box::new(a.iter()),
+            Value::Object(o) => Box::new(o.values()),
+            _ => continue,
+        };
+        let d = d + 1;
+        if d > limit {
+            return None;
+        }
+        deepest = deepest.max(d);
+        stack.extend(children.map(|c| (c, d)));
+    }
+    Some(deepest)
+}
+
+/// `v` as JSON text, or `None` when it is nested deeper than serde_json's
+/// own parser allows (128): writing it would recurse that deep.
+pub(crate) fn to_json_text(v: &Value) -> Option<String> {
+    depth_within(v, 128)?;
+    serde_json::to_string(v).ok()
+}
+
 /// A short name of a JSON value's type for error messages.
 pub(crate) fn type_name(v: &Value) -> &'static str {
     match v {
