@@ -20,8 +20,8 @@ use chrono::{DateTime, SecondsFormat};
 use serde_json::{Map, Number, Value, json};
 
 use super::value::{
-    MAX_STRING_CHARS, cap_chars, drop_flat, has_error, pairs_of, parse_ip, push_error,
-    to_json_text, type_name,
+    MAX_STRING_CHARS, MAX_TAG_VALUE_CHARS, cap_chars, drop_flat, has_error, pairs_of, parse_ip,
+    push_error, to_json_text, type_name,
 };
 use crate::Severity;
 use crate::time::parse_rfc3339;
@@ -62,7 +62,7 @@ pub struct NormalizeLimits {
 impl Default for NormalizeLimits {
     fn default() -> Self {
         NormalizeLimits {
-            max_tag_value_chars: 200,
+            max_tag_value_chars: MAX_TAG_VALUE_CHARS,
             max_tag_key_chars: 200,
             max_string_chars: MAX_STRING_CHARS,
             max_breadcrumbs: 100,
@@ -174,7 +174,7 @@ pub fn normalize(event: &mut Map<String, Value>, cx: &NormalizeContext) -> Norma
     normalize_exceptions(event);
     trim_stacktraces(event, limits.max_frames);
     trim_breadcrumbs(event, limits.max_breadcrumbs);
-    normalize_tags(event, limits);
+    // Before the tags: `server_name` becomes a tag as text.
     for key in [
         "release",
         "environment",
@@ -184,6 +184,7 @@ pub fn normalize(event: &mut Map<String, Value>, cx: &NormalizeContext) -> Norma
     ] {
         normalize_short_string(event, key);
     }
+    normalize_tags(event, limits);
     for key in ["user", "request", "contexts", "extra", "sdk"] {
         require_object(event, key);
     }
@@ -359,10 +360,10 @@ fn lenient_string(v: &Value) -> String {
 /// object) and `logentry` into `logentry` with a `formatted` text.
 fn normalize_logentry(event: &mut Map<String, Value>, limits: &NormalizeLimits) {
     let legacy = event.remove("sentry.interfaces.Message");
-    let message = event.remove("message").filter(|m| !m.is_null());
+    let mut message = event.remove("message").filter(|m| !m.is_null());
     let mut logentry = match event.remove("logentry").filter(|l| !l.is_null()) {
         Some(l) => l,
-        None => match legacy.filter(|l| !l.is_null()).or(message.clone()) {
+        None => match legacy.filter(|l| !l.is_null()).or_else(|| message.take()) {
             Some(l) => l,
             None => return,
         },
@@ -397,11 +398,9 @@ fn normalize_logentry(event: &mut Map<String, Value>, limits: &NormalizeLimits) 
                 None => template.clone(),
             };
             entry.insert("formatted".into(), Value::String(formatted));
-        } else if let Some(m) = &message
-            && !has_text(entry, "message")
-        {
+        } else if let Some(Value::String(m)) = &message {
             // Both forms sent: the top-level string fills the logentry.
-            entry.insert("formatted".into(), Value::String(lenient_string(m)));
+            entry.insert("formatted".into(), Value::String(m.clone()));
         }
     }
     event.insert("logentry".into(), logentry);
@@ -768,7 +767,12 @@ fn normalize_ip_addresses(
                         env.insert("REMOTE_ADDR".into(), c.clone());
                     }
                 }
-                Some(Value::String(s)) => sdk_remote_addr = parse_ip(s),
+                // The client's own address here is what this rule wrote on
+                // an earlier pass (or the SDK saw the same peer): it is not
+                // the end user's, so it does not name the user.
+                Some(Value::String(s)) => {
+                    sdk_remote_addr = parse_ip(s).filter(|ip| Some(*ip) != client_ip)
+                }
                 _ => {
                     if let Some(c) = &client {
                         env.insert("REMOTE_ADDR".into(), c.clone());

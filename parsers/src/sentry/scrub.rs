@@ -37,7 +37,7 @@ use std::sync::LazyLock;
 use regex::{Captures, Regex};
 use serde_json::{Map, Value};
 
-use super::value::{MAX_STRING_CHARS, cap_chars};
+use super::value::{MAX_STRING_CHARS, MAX_TAG_VALUE_CHARS, cap_chars};
 
 /// What a scrubbed value becomes.
 pub const FILTERED: &str = "[Filtered]";
@@ -131,6 +131,8 @@ enum Ctx {
     Root,
     /// The fields of the event's `user`.
     User,
+    /// The event's `tags`: values scrubbed stay within the tag length.
+    Tags,
     /// Inside `request.cookies` (object or pair list): every key is a
     /// cookie name.
     Cookies,
@@ -242,7 +244,8 @@ static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| Patterns {
     // The token must start with a letter or digit, so `Bearer ...` (a cut
     // string) and `Bearer [Filtered]` are not tokens.
     bearer: compile(r"(?i)\b(bearer\s+)([a-z0-9][a-z0-9\-._~+/]*=*)"),
-    query_in_text: compile(r"([?&;])([^=&#;?\s]+)=([^&#;\s]*)"),
+    // In free text a value also ends at quotes and brackets around the URL.
+    query_in_text: compile(r#"([?&;])([^=&#;?\s"']+)=([^&#;\s"'<>,)}]*)"#),
     query_field: compile(r"(^|[&;])([^=&#;]+)=([^&#;]*)"),
     // Card networks' ranges start with 2 (Mastercard) to 6 (Discover,
     // UnionPay); 1 is left out so that millisecond timestamps, which are
@@ -330,14 +333,24 @@ impl<'o> Scrubber<'o> {
         match action {
             Action::Skip => {}
             Action::Replace => self.replace(value),
-            Action::Cookies => {
+            Action::Cookies | Action::Query => {
                 if let Value::String(s) = value {
-                    self.cookie_text(s);
+                    if matches!(action, Action::Cookies) {
+                        self.cookie_text(s);
+                    } else {
+                        self.query_field(s);
+                    }
+                    if parent == Ctx::Tags {
+                        cap_chars(s, MAX_TAG_VALUE_CHARS);
+                    }
                 }
             }
-            Action::Query => {
+            Action::Walk(_) if parent == Ctx::Tags && value.is_string() => {
                 if let Value::String(s) = value {
-                    self.query_field(s);
+                    self.text(s);
+                    // A replacement can be longer than what it replaced;
+                    // normalisation would cut the value on the next pass.
+                    cap_chars(s, MAX_TAG_VALUE_CHARS);
                 }
             }
             Action::Walk(ctx) => stack.push((value, ctx)),
@@ -364,10 +377,16 @@ impl<'o> Scrubber<'o> {
             return Action::Replace;
         }
         match (folded, value) {
-            ("cookie" | "set_cookie" | "cookies", Value::String(_)) => Action::Cookies,
+            // JSON text under a cookie key is scrubbed as JSON, not split.
+            ("cookie" | "set_cookie" | "cookies", Value::String(s))
+                if !s.trim_start().starts_with(['{', '[']) =>
+            {
+                Action::Cookies
+            }
             ("query_string", Value::String(_)) => Action::Query,
             ("cookies", _) => Action::Walk(Ctx::Cookies),
             ("user", _) if parent == Ctx::Root => Action::Walk(Ctx::User),
+            ("tags", _) if parent == Ctx::Root => Action::Walk(Ctx::Tags),
             _ => Action::Walk(Ctx::Plain),
         }
     }
@@ -656,9 +675,15 @@ fn scrub_cards(text: &mut String) -> usize {
         return 0;
     };
     let mut changed = 0;
-    let replaced = re.replace_all(text, |caps: &Captures<'_>| {
-        let all = caps.get(0).map_or("", |m| m.as_str());
-        match card_len(all) {
+    let haystack = text.clone();
+    let replaced = re.replace_all(&haystack, |caps: &Captures<'_>| {
+        let Some(m) = caps.get(0) else {
+            return String::new();
+        };
+        let all = m.as_str();
+        // Digits after a decimal point are a fraction (`sample_rand=0.59...`).
+        let fraction = haystack.get(..m.start()).is_some_and(|t| t.ends_with('.'));
+        match card_len(all).filter(|_| !fraction) {
             Some(len) => {
                 changed += 1;
                 format!("{FILTERED}{}", all.get(len..).unwrap_or_default())
@@ -920,6 +945,10 @@ mod tests {
         assert_eq!(
             text("GET https://api.example.com/v1?page=2&access_token=abc&x=1"),
             "GET https://api.example.com/v1?page=2&access_token=[Filtered]&x=1"
+        );
+        assert_eq!(
+            text(r#"get("/v1?token=abc", 2)"#),
+            r#"get("/v1?token=[Filtered]", 2)"#
         );
         let (e, n) = run(json!({"request": {"query_string": "order=8812&api_key=k1;token=t"}}));
         assert_eq!(

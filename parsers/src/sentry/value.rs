@@ -11,6 +11,10 @@ use serde_json::{Map, Value};
 /// Relay's `MaxChars::Message` (8192).
 pub(crate) const MAX_STRING_CHARS: usize = 8192;
 
+/// Longest tag value, in chars, that normalisation keeps by default and
+/// scrubbing writes: Sentry's `MAX_TAG_VALUE_LENGTH` (200).
+pub(crate) const MAX_TAG_VALUE_CHARS: usize = 200;
+
 /// The most entries normalisation appends to an event's `errors`, so a
 /// hostile event cannot make its own error list grow without bound.
 pub(crate) const MAX_ERRORS: usize = 64;
