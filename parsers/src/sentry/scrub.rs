@@ -32,9 +32,10 @@
 //! nothing.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::ops::Range;
 use std::sync::LazyLock;
 
-use regex::{Captures, Regex};
+use regex::Regex;
 use serde_json::{Map, Value};
 
 use super::value::{MAX_STRING_CHARS, MAX_TAG_VALUE_CHARS, cap_chars};
@@ -143,40 +144,97 @@ enum Ctx {
 /// The options, prepared once per call.
 struct Rules {
     scrub_ip: bool,
-    extra_keys: Vec<String>,
-    safe_keys: Vec<String>,
+    /// Folded, as keys are when compared.
+    extra_keys: Vec<Vec<u8>>,
+    /// Folded, as keys are when compared.
+    safe_keys: Vec<Vec<u8>>,
 }
 
 /// Lowercases `key` into `buf` with dashes as underscores, so that one
-/// spelling of each secret name matches headers and fields alike.
-fn fold_key(key: &str, buf: &mut String) {
+/// spelling of each secret name matches headers and fields alike. Only
+/// ASCII bytes change, so the folded key is bytes: every key of the event
+/// passes here, and the names it is compared with are ASCII.
+fn fold_key(key: &str, buf: &mut Vec<u8>) {
     buf.clear();
-    buf.extend(key.chars().map(|c| match c {
-        '-' => '_',
-        c => c.to_ascii_lowercase(),
-    }));
+    buf.extend_from_slice(key.as_bytes());
+    for b in buf.iter_mut() {
+        *b = if *b == b'-' {
+            b'_'
+        } else {
+            b.to_ascii_lowercase()
+        };
+    }
 }
 
-/// Whether `key` (folded) contains `auth` somewhere that is not the start
-/// of `author...` in the sense of writing.
-fn has_auth(key: &str) -> bool {
-    key.match_indices("auth").any(|(i, _)| {
+/// Whether `needle` occurs in `hay`.
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    memchr::memmem::find(hay, needle).is_some()
+}
+
+/// Whether `auth` found at the start of `rest` (a folded key from there
+/// on) names a secret: it does unless it begins `author...` in the sense
+/// of writing.
+fn auth_is_secret(rest: &[u8]) -> bool {
+    !rest.starts_with(b"author") || rest.starts_with(b"authoriz") || rest.starts_with(b"authoris")
+}
+
+/// Where a secret name may start in a folded key: a set of the first two
+/// bytes of each of [`SECRET_KEYS`] (five bits of each byte, so 1024
+/// bits), built at compile time. Every key of the event is scanned for the
+/// names, so the scan must be cheap: one lookup per byte, none depending
+/// on the one before, and names compared only where the table says one may
+/// start. (An automaton would chain a dependent load per byte.)
+static SECRET_STARTS: [u64; 16] = {
+    let mut table = [0u64; 16];
+    let mut i = 0;
+    while i < SECRET_KEYS.len() {
+        let name = SECRET_KEYS[i].as_bytes();
+        let pair = byte_pair(name[0], name[1]);
+        table[pair / 64] |= 1 << (pair % 64);
+        i += 1;
+    }
+    table
+};
+
+/// The index of two adjacent bytes in [`SECRET_STARTS`].
+const fn byte_pair(a: u8, b: u8) -> usize {
+    ((a & 0x1f) as usize) << 5 | (b & 0x1f) as usize
+}
+
+/// Whether a folded key holds one of [`SECRET_KEYS`] (`auth` only where
+/// [`auth_is_secret`] says so).
+fn has_secret_name(key: &[u8]) -> bool {
+    key.windows(2).enumerate().any(|(i, pair)| {
+        let &[a, b] = pair else { return false };
+        let p = byte_pair(a, b);
+        if SECRET_STARTS
+            .get(p / 64)
+            .is_none_or(|bits| bits >> (p % 64) & 1 == 0)
+        {
+            return false;
+        }
         let rest = key.get(i..).unwrap_or_default();
-        !rest.starts_with("author") || rest.starts_with("authoriz") || rest.starts_with("authoris")
+        SECRET_KEYS.iter().any(|name| {
+            let name = name.as_bytes();
+            name.first() == Some(&a)
+                && name.get(1) == Some(&b)
+                && rest.starts_with(name)
+                && (name != b"auth" || auth_is_secret(rest))
+        })
     })
 }
 
 /// Whether a cookie name (folded) is a session id: `session`, `sessionid`,
 /// `PHPSESSID`, `JSESSIONID`, `ASPSESSIONID...`, `laravel_session`,
 /// `_gh_sess`, `connect.sid`, `sid`.
-fn is_session_cookie(name: &str) -> bool {
-    name.contains("session")
-        || name.contains("sessid")
-        || name == "sess"
-        || name.ends_with("_sess")
-        || name == "sid"
-        || name.ends_with(".sid")
-        || name.ends_with("_sid")
+fn is_session_cookie(name: &[u8]) -> bool {
+    contains(name, b"session")
+        || contains(name, b"sessid")
+        || name == b"sess"
+        || name.ends_with(b"_sess")
+        || name == b"sid"
+        || name.ends_with(b".sid")
+        || name.ends_with(b"_sid")
 }
 
 impl Rules {
@@ -185,7 +243,7 @@ impl Rules {
             keys.iter()
                 .filter(|k| !k.is_empty())
                 .map(|k| {
-                    let mut buf = String::new();
+                    let mut buf = Vec::new();
                     fold_key(k, &mut buf);
                     buf
                 })
@@ -198,21 +256,16 @@ impl Rules {
         }
     }
 
-    fn is_safe(&self, folded: &str) -> bool {
+    fn is_safe(&self, folded: &[u8]) -> bool {
         self.safe_keys.iter().any(|k| k == folded)
     }
 
-    fn is_secret(&self, folded: &str) -> bool {
-        SECRET_KEYS
-            .iter()
-            .filter(|k| **k != "auth")
-            .any(|k| folded.contains(k))
-            || has_auth(folded)
-            || self.extra_keys.iter().any(|k| folded.contains(k.as_str()))
+    fn is_secret(&self, folded: &[u8]) -> bool {
+        has_secret_name(folded) || self.extra_keys.iter().any(|k| contains(folded, k))
     }
 
-    fn is_ip_key(&self, folded: &str) -> bool {
-        self.scrub_ip && IP_KEYS.contains(&folded)
+    fn is_ip_key(&self, folded: &[u8]) -> bool {
+        self.scrub_ip && IP_KEYS.iter().any(|k| k.as_bytes() == folded)
     }
 }
 
@@ -224,8 +277,6 @@ struct Patterns {
     pem_end: Option<Regex>,
     url_password: Option<Regex>,
     bearer: Option<Regex>,
-    query_in_text: Option<Regex>,
-    query_field: Option<Regex>,
     card: Option<Regex>,
     ipv4: Option<Regex>,
     ipv6: Option<Regex>,
@@ -244,9 +295,6 @@ static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| Patterns {
     // The token must start with a letter or digit, so `Bearer ...` (a cut
     // string) and `Bearer [Filtered]` are not tokens.
     bearer: compile(r"(?i)\b(bearer\s+)([a-z0-9][a-z0-9\-._~+/]*=*)"),
-    // In free text a value also ends at quotes and brackets around the URL.
-    query_in_text: compile(r#"([?&;])([^=&#;?\s"']+)=([^&#;\s"'<>,)}]*)"#),
-    query_field: compile(r"(^|[&;])([^=&#;]+)=([^&#;]*)"),
     // Card networks' ranges start with 2 (Mastercard) to 6 (Discover,
     // UnionPay); 1 is left out so that millisecond timestamps, which are
     // 13 digits starting with 1 until 2033, are not taken for cards.
@@ -262,7 +310,8 @@ const MAX_JSON_NESTING: u8 = 2;
 struct Scrubber<'o> {
     rules: Rules,
     opts: &'o ScrubOptions,
-    key: String,
+    /// The folded key being decided, kept to reuse its allocation.
+    key: Vec<u8>,
     count: usize,
     json_nesting: u8,
 }
@@ -274,7 +323,7 @@ impl<'o> Scrubber<'o> {
         Scrubber {
             rules: Rules::new(opts),
             opts,
-            key: String::new(),
+            key: Vec::new(),
             count: 0,
             json_nesting: 0,
         }
@@ -358,15 +407,15 @@ impl<'o> Scrubber<'o> {
         self.key = folded;
     }
 
-    fn decide(&self, folded: &str, value: &Value, parent: Ctx) -> Action {
+    fn decide(&self, folded: &[u8], value: &Value, parent: Ctx) -> Action {
         if self.rules.is_safe(folded) || value.is_null() {
             return Action::Skip;
         }
-        if parent == Ctx::Root && NOT_PII.contains(&folded) {
+        if parent == Ctx::Root && NOT_PII.iter().any(|k| k.as_bytes() == folded) {
             return Action::Skip;
         }
         if parent == Ctx::User
-            && (folded == "id" || (folded == "ip_address" && !self.rules.scrub_ip))
+            && (folded == b"id" || (folded == b"ip_address" && !self.rules.scrub_ip))
         {
             return Action::Skip;
         }
@@ -378,15 +427,15 @@ impl<'o> Scrubber<'o> {
         }
         match (folded, value) {
             // JSON text under a cookie key is scrubbed as JSON, not split.
-            ("cookie" | "set_cookie" | "cookies", Value::String(s))
+            (b"cookie" | b"set_cookie" | b"cookies", Value::String(s))
                 if !s.trim_start().starts_with(['{', '[']) =>
             {
                 Action::Cookies
             }
-            ("query_string", Value::String(_)) => Action::Query,
-            ("cookies", _) => Action::Walk(Ctx::Cookies),
-            ("user", _) if parent == Ctx::Root => Action::Walk(Ctx::User),
-            ("tags", _) if parent == Ctx::Root => Action::Walk(Ctx::Tags),
+            (b"query_string", Value::String(_)) => Action::Query,
+            (b"cookies", _) => Action::Walk(Ctx::Cookies),
+            (b"user", _) if parent == Ctx::Root => Action::Walk(Ctx::User),
+            (b"tags", _) if parent == Ctx::Root => Action::Walk(Ctx::Tags),
             _ => Action::Walk(Ctx::Plain),
         }
     }
@@ -441,35 +490,26 @@ impl<'o> Scrubber<'o> {
 
     /// Scrubs secret parameters of a query string field (`a=1&token=...`).
     fn query_field(&mut self, text: &mut String) {
-        let Some(re) = PATTERNS.query_field.as_ref() else {
-            return;
-        };
-        self.query_params(re, text);
+        self.count += self.query_params(&PARAMS_IN_FIELD, text);
         self.text(text);
     }
 
-    /// Replaces the values of secret parameters matched by `re` (groups:
-    /// separator, name, value).
-    fn query_params(&mut self, re: &Regex, text: &mut String) {
+    /// Replaces the values of secret parameters, found as `syntax` writes
+    /// them; returns how many it replaced.
+    fn query_params(&mut self, syntax: &ParamSyntax, text: &mut String) -> usize {
         if !text.contains('=') {
-            return;
+            return 0;
         }
-        let mut changed = 0;
-        let replaced = re.replace_all(text, |caps: &Captures<'_>| {
-            let all = caps.get(0).map_or("", |m| m.as_str());
-            let name = caps.get(2).map_or("", |m| m.as_str());
-            let value = caps.get(3).map_or("", |m| m.as_str());
-            if value.is_empty() || value == FILTERED || !self.secret_name(name, false) {
-                return all.to_owned();
+        let mut secrets = Vec::new();
+        for (name, value) in params(text, syntax) {
+            let (Some(n), Some(v)) = (text.get(name), text.get(value.clone())) else {
+                continue;
+            };
+            if !v.is_empty() && v != FILTERED && self.secret_name(n, false) {
+                secrets.push(value);
             }
-            changed += 1;
-            let sep = caps.get(1).map_or("", |m| m.as_str());
-            format!("{sep}{name}={FILTERED}")
-        });
-        if changed > 0 {
-            *text = replaced.into_owned();
-            self.count += changed;
         }
+        filter_spans(text, &secrets)
     }
 
     /// The content rules for one string.
@@ -478,30 +518,44 @@ impl<'o> Scrubber<'o> {
         if self.json_text(text) {
             return;
         }
-        self.count += scrub_pem(text);
+        // Most strings hold none of the bytes the rules start from, so one
+        // pass over the bytes decides which rules (and regexes) run. Each
+        // rule asks about the text as the rules before it left it, so the
+        // pass is made again after a change.
+        let mut seen = signs(text.as_bytes());
+        let changed = |count: &mut usize, n: usize, text: &String, seen: &mut Signs| {
+            if n > 0 {
+                *count += n;
+                *seen = signs(text.as_bytes());
+            }
+        };
         let p = &*PATTERNS;
-        if text.contains("://")
-            && text.contains('@')
+        if seen.has(SIGN_DASH) {
+            changed(&mut self.count, scrub_pem(text), text, &mut seen);
+        }
+        if seen.has(SIGN_AT | SIGN_COLON)
+            && text.contains("://")
             && let Some(re) = p.url_password.as_ref()
         {
-            self.count += replace_group(re, text, 2);
+            let n = filter_matches(re, text, url_password);
+            changed(&mut self.count, n, text, &mut seen);
         }
-        if contains_ignore_case(text, "bearer")
+        if seen.has(SIGN_B)
+            && contains_bearer(text.as_bytes())
             && let Some(re) = p.bearer.as_ref()
         {
-            self.count += replace_group(re, text, 2);
+            let n = filter_matches(re, text, bearer_token);
+            changed(&mut self.count, n, text, &mut seen);
         }
-        if text.contains('?')
-            && text.contains('=')
-            && let Some(re) = p.query_in_text.as_ref()
-        {
-            self.query_params(re, text);
+        if seen.has(SIGN_QUERY | SIGN_EQUALS) {
+            let n = self.query_params(&PARAMS_IN_TEXT, text);
+            changed(&mut self.count, n, text, &mut seen);
         }
-        if text.bytes().filter(u8::is_ascii_digit).count() >= 13 {
-            self.count += scrub_cards(text);
+        if seen.many_digits && has_card_run(text.as_bytes()) {
+            changed(&mut self.count, scrub_cards(text), text, &mut seen);
         }
         if self.opts.scrub_ip {
-            self.count += scrub_ips(text);
+            self.count += scrub_ips(text, &seen);
         }
         if self.count > before {
             cap_chars(text, MAX_STRING_CHARS);
@@ -534,6 +588,113 @@ impl<'o> Scrubber<'o> {
     }
 }
 
+/// How query parameters are written where [`params`] looks for them: a
+/// separator (or the start of the text, where allowed), a name, `=`, and a
+/// value. Scanned by hand rather than by a regex: messages and URLs hold
+/// many parameters, and one pass over the text finds them all.
+struct ParamSyntax {
+    /// What stands before a parameter (three bytes for `memchr3`, repeated
+    /// when fewer); a name cannot hold them.
+    seps: [u8; 3],
+    /// Whether the text may also start with a parameter.
+    at_start: bool,
+    /// ASCII chars a name cannot hold, besides `=` which ends it.
+    not_in_name: u128,
+    /// ASCII chars that end a value.
+    ends_value: u128,
+    /// Whether white space (Unicode's) also ends names and values.
+    white_space_ends: bool,
+}
+
+/// The set of the ASCII chars `chars`, as bits.
+const fn ascii_set(chars: &[u8]) -> u128 {
+    let mut set = 0u128;
+    let mut i = 0;
+    while i < chars.len() {
+        set |= 1 << chars[i];
+        i += 1;
+    }
+    set
+}
+
+/// Parameters of URLs in free text (`GET /v1?page=2&token=...`): `?`, `&`
+/// or `;`, a name without `&#;?`, quotes or white space, `=`, and a value
+/// that also ends at quotes, white space and the brackets around a URL in
+/// text (`<>,)}`).
+const PARAMS_IN_TEXT: ParamSyntax = ParamSyntax {
+    seps: *b"?&;",
+    at_start: false,
+    not_in_name: ascii_set(b"=&#;?\"'"),
+    ends_value: ascii_set(b"&#;\"'<>,)}"),
+    white_space_ends: true,
+};
+
+/// Parameters of a query string field (`a=1&token=...`): the start or `&`
+/// or `;`, a name without `&#;`, `=`, and a value up to `&#;`.
+const PARAMS_IN_FIELD: ParamSyntax = ParamSyntax {
+    seps: *b"&;;",
+    at_start: true,
+    not_in_name: ascii_set(b"=&#;"),
+    ends_value: ascii_set(b"&#;"),
+    white_space_ends: false,
+};
+
+impl ParamSyntax {
+    /// Where the run of chars from `from` that are not in `set` (nor white
+    /// space, where that ends runs) ends.
+    fn run_end(&self, text: &str, from: usize, set: u128) -> usize {
+        let rest = text.get(from..).unwrap_or_default();
+        let end = rest.char_indices().find(|&(_, c)| {
+            let ascii = u32::from(c);
+            (ascii < 128 && set >> ascii & 1 == 1) || (self.white_space_ends && c.is_whitespace())
+        });
+        from + end.map_or(rest.len(), |(i, _)| i)
+    }
+
+    /// The parameter whose name starts at `start`: the byte ranges of its
+    /// name and value.
+    fn param_at(&self, text: &str, start: usize) -> Option<(Range<usize>, Range<usize>)> {
+        let name_end = self.run_end(text, start, self.not_in_name);
+        if name_end == start || text.as_bytes().get(name_end) != Some(&b'=') {
+            return None;
+        }
+        let value_end = self.run_end(text, name_end + 1, self.ends_value);
+        Some((start..name_end, name_end + 1..value_end))
+    }
+}
+
+/// The parameters of `text` as `syntax` writes them, in order, each found
+/// after the one before at the leftmost place one can start (as a regex
+/// finds its matches).
+fn params<'t>(
+    text: &'t str,
+    syntax: &'t ParamSyntax,
+) -> impl Iterator<Item = (Range<usize>, Range<usize>)> + 't {
+    let [a, b, c] = syntax.seps;
+    let mut from = 0;
+    std::iter::from_fn(move || {
+        if syntax.at_start
+            && from == 0
+            && let Some(found) = syntax.param_at(text, 0)
+        {
+            from = found.1.end;
+            return Some(found);
+        }
+        while let Some(sep) =
+            memchr::memchr3(a, b, c, text.as_bytes().get(from..)?).map(|i| from + i)
+        {
+            // Separators are ASCII: the name starts on the next byte.
+            if let Some(found) = syntax.param_at(text, sep + 1) {
+                from = found.1.end;
+                return Some(found);
+            }
+            from = sep + 1;
+        }
+        from = text.len();
+        None
+    })
+}
+
 /// Whether `v` is a `[key, value]` pair, as headers, cookies and tags come
 /// in list form.
 fn is_pair(v: &Value) -> bool {
@@ -554,35 +715,188 @@ enum Action {
     Walk(Ctx),
 }
 
-fn contains_ignore_case(hay: &str, needle: &str) -> bool {
-    let n = needle.len();
-    hay.as_bytes()
-        .windows(n)
-        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+// Bytes that the content rules start from, as the bits of [`signs`].
+/// `-`: PEM armour.
+const SIGN_DASH: u8 = 1;
+/// `@`: a URL's user info.
+const SIGN_AT: u8 = 1 << 1;
+/// `:`: URLs and IPv6 addresses.
+const SIGN_COLON: u8 = 1 << 2;
+/// `?`: a query string in text.
+const SIGN_QUERY: u8 = 1 << 3;
+/// `=`: query parameters.
+const SIGN_EQUALS: u8 = 1 << 4;
+/// `b` or `B`: a `Bearer` token.
+const SIGN_B: u8 = 1 << 5;
+/// `.`: IPv4 addresses.
+const SIGN_DOT: u8 = 1 << 6;
+
+/// The sign bits of each byte value, with [`DIGIT`] for digits.
+static SIGN_OF: [u8; 256] = {
+    let mut table = [0u8; 256];
+    table[b'-' as usize] = SIGN_DASH;
+    table[b'@' as usize] = SIGN_AT;
+    table[b':' as usize] = SIGN_COLON;
+    table[b'?' as usize] = SIGN_QUERY;
+    table[b'=' as usize] = SIGN_EQUALS;
+    table[b'b' as usize] = SIGN_B;
+    table[b'B' as usize] = SIGN_B;
+    table[b'.' as usize] = SIGN_DOT;
+    let mut d = b'0';
+    while d <= b'9' {
+        table[d as usize] = DIGIT;
+        d += 1;
+    }
+    table
+};
+
+/// Marks digits in [`SIGN_OF`]; not a sign of its own.
+const DIGIT: u8 = 1 << 7;
+
+/// The sign bits of one byte and whether it is a digit, by comparisons
+/// rather than [`SIGN_OF`], so that [`signs`] runs on 16 bytes at a time.
+fn sign_of(b: u8) -> (u8, u8) {
+    let signs = (u8::from(b == b'-') * SIGN_DASH)
+        | (u8::from(b == b'@') * SIGN_AT)
+        | (u8::from(b == b':') * SIGN_COLON)
+        | (u8::from(b == b'?') * SIGN_QUERY)
+        | (u8::from(b == b'=') * SIGN_EQUALS)
+        | (u8::from(b | 0x20 == b'b') * SIGN_B)
+        | (u8::from(b == b'.') * SIGN_DOT);
+    (signs, u8::from(b.wrapping_sub(b'0') < 10))
 }
 
-/// Replaces capture group `group` of every match of `re` by [`FILTERED`];
-/// returns how many it replaced (matches already filtered do not count).
-fn replace_group(re: &Regex, text: &mut String, group: usize) -> usize {
-    let mut changed = 0;
-    let replaced = re.replace_all(text, |caps: &Captures<'_>| {
-        let all = caps.get(0).map_or("", |m| m.as_str());
-        let Some(g) = caps.get(group) else {
-            return all.to_owned();
-        };
-        if g.as_str() == FILTERED {
-            return all.to_owned();
-        }
-        changed += 1;
-        let start = caps.get(0).map_or(0, |m| m.start());
-        let head = all.get(..g.start() - start).unwrap_or_default();
-        let tail = all.get(g.end() - start..).unwrap_or_default();
-        format!("{head}{FILTERED}{tail}")
-    });
-    if changed > 0 {
-        *text = replaced.into_owned();
+/// What one pass over `text` tells the content rules: which of the bytes
+/// they start from it holds, and whether it has at least 13 digits (the
+/// fewest a card number has).
+struct Signs {
+    bits: u8,
+    many_digits: bool,
+}
+
+impl Signs {
+    fn has(&self, bits: u8) -> bool {
+        self.bits & bits == bits
     }
-    changed
+}
+
+fn signs(text: &[u8]) -> Signs {
+    const LANES: usize = 16;
+    let mut chunks = text.chunks_exact(LANES);
+    let (mut bits, mut digits) = (0u8, 0usize);
+    if text.len() >= LANES {
+        // Per-lane sums that the compiler keeps in vector registers; a
+        // digit count saturates, as only "13 or more" matters.
+        let mut lane_bits = [0u8; LANES];
+        let mut lane_digits = [0u8; LANES];
+        for chunk in &mut chunks {
+            for ((bit, count), &b) in lane_bits.iter_mut().zip(lane_digits.iter_mut()).zip(chunk) {
+                let (s, d) = sign_of(b);
+                *bit |= s;
+                *count = count.saturating_add(d);
+            }
+        }
+        bits = lane_bits.iter().fold(0, |all, bit| all | bit);
+        digits = lane_digits.iter().map(|&d| usize::from(d)).sum();
+    }
+    // The short rest (and most strings are short) one byte at a time.
+    for &b in chunks.remainder() {
+        let sign = SIGN_OF[usize::from(b)];
+        bits |= sign;
+        digits += usize::from(sign >> 7);
+    }
+    Signs {
+        bits: bits & !DIGIT,
+        many_digits: digits >= 13,
+    }
+}
+
+/// Whether `text` holds `bearer` in any ASCII case.
+fn contains_bearer(text: &[u8]) -> bool {
+    memchr::memchr2_iter(b'b', b'B', text).any(|i| {
+        text.get(i..i + 6)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"bearer"))
+    })
+}
+
+/// Whether `text` holds 13 digits in a row, single spaces or dashes
+/// between them allowed: the least a card number the `card` pattern finds
+/// needs. Digit-heavy text that is no card (hex ids, timestamps, versions)
+/// rarely has such a run, so the pattern need not run on it.
+fn has_card_run(text: &[u8]) -> bool {
+    let mut run = 0;
+    let mut gap = false;
+    for &b in text {
+        if b.is_ascii_digit() {
+            run += 1;
+            gap = false;
+            if run >= 13 {
+                return true;
+            }
+        } else if matches!(b, b' ' | b'-') && run > 0 && !gap {
+            gap = true;
+        } else {
+            run = 0;
+            gap = false;
+        }
+    }
+    false
+}
+
+/// Replaces the byte ranges `spans` of `text` (ascending, not overlapping:
+/// matches of one regex) by [`FILTERED`]; returns how many it replaced.
+fn filter_spans(text: &mut String, spans: &[Range<usize>]) -> usize {
+    let mut replaced = 0;
+    // From the end, so that the ranges still ahead keep their offsets.
+    for span in spans.iter().rev() {
+        if span.start <= span.end
+            && text.is_char_boundary(span.start)
+            && text.is_char_boundary(span.end)
+        {
+            text.replace_range(span.clone(), FILTERED);
+            replaced += 1;
+        }
+    }
+    replaced
+}
+
+/// Replaces the secret part of every match of `re`, as `secret` finds it
+/// in the match's text, by [`FILTERED`]; returns how many it replaced
+/// (secrets already filtered do not count). Reading the part from the
+/// match rather than from a capture group keeps the search to the regex's
+/// fast engine.
+fn filter_matches(
+    re: &Regex,
+    text: &mut String,
+    secret: fn(&str) -> Option<Range<usize>>,
+) -> usize {
+    let spans: Vec<Range<usize>> = re
+        .find_iter(text)
+        .filter_map(|m| {
+            let part = secret(m.as_str())?;
+            let span = m.start() + part.start..m.start() + part.end;
+            (text.get(span.clone()) != Some(FILTERED)).then_some(span)
+        })
+        .collect();
+    filter_spans(text, &spans)
+}
+
+/// The password in a match of the `url_password` pattern
+/// (`scheme://user:password@`): from the first `:` past `://` (neither
+/// the scheme nor the user holds one) to the final `@`.
+fn url_password(m: &str) -> Option<Range<usize>> {
+    let user = m.find("://")? + 3;
+    let start = user + m.get(user..)?.find(':')? + 1;
+    let end = m.strip_suffix('@')?.len();
+    (start <= end).then_some(start..end)
+}
+
+/// The token in a match of the `bearer` pattern (`Bearer <token>`): what
+/// follows the word and the white space after it (the token starts with a
+/// letter or digit, so the split is where the pattern's groups split).
+fn bearer_token(m: &str) -> Option<Range<usize>> {
+    let rest = m.get("bearer".len()..)?;
+    Some(m.len() - rest.trim_start().len()..m.len())
 }
 
 /// Replaces the bodies of PEM private keys, keeping the BEGIN and END lines
@@ -674,27 +988,13 @@ fn scrub_cards(text: &mut String) -> usize {
     let Some(re) = PATTERNS.card.as_ref() else {
         return 0;
     };
-    let mut changed = 0;
-    let haystack = text.clone();
-    let replaced = re.replace_all(&haystack, |caps: &Captures<'_>| {
-        let Some(m) = caps.get(0) else {
-            return String::new();
-        };
-        let all = m.as_str();
+    let cards: Vec<Range<usize>> = re
+        .find_iter(text)
         // Digits after a decimal point are a fraction (`sample_rand=0.59...`).
-        let fraction = haystack.get(..m.start()).is_some_and(|t| t.ends_with('.'));
-        match card_len(all).filter(|_| !fraction) {
-            Some(len) => {
-                changed += 1;
-                format!("{FILTERED}{}", all.get(len..).unwrap_or_default())
-            }
-            None => all.to_owned(),
-        }
-    });
-    if changed > 0 {
-        *text = replaced.into_owned();
-    }
-    changed
+        .filter(|m| !text.get(..m.start()).is_some_and(|t| t.ends_with('.')))
+        .filter_map(|m| card_len(m.as_str()).map(|len| m.start()..m.start() + len))
+        .collect();
+    filter_spans(text, &cards)
 }
 
 /// Whether the char before `start` and the one at `end` of `text` leave the
@@ -706,49 +1006,35 @@ fn stands_alone(text: &str, start: usize, end: usize) -> bool {
     !before.is_some_and(word) && !after.is_some_and(word)
 }
 
-fn scrub_ips(text: &mut String) -> usize {
+/// Replaces IPv4 and then IPv6 addresses; `signs` are the text's (an
+/// IPv4 address holds no `:`, so replacing one leaves them right for IPv6).
+fn scrub_ips(text: &mut String, signs: &Signs) -> usize {
     let mut changed = 0;
     if let Some(re) = PATTERNS.ipv4.as_ref()
-        && text.contains('.')
+        && signs.has(SIGN_DOT)
     {
-        let replaced = re.replace_all(text, |caps: &Captures<'_>| {
-            let all = caps.get(0).map_or("", |m| m.as_str());
-            if all.parse::<Ipv4Addr>().is_ok() {
-                changed += 1;
-                FILTERED.to_owned()
-            } else {
-                all.to_owned()
-            }
-        });
-        if changed > 0 {
-            *text = replaced.into_owned();
-        }
+        let v4: Vec<Range<usize>> = re
+            .find_iter(text)
+            .filter(|m| m.as_str().parse::<Ipv4Addr>().is_ok())
+            .map(|m| m.range())
+            .collect();
+        changed += filter_spans(text, &v4);
     }
     if let Some(re) = PATTERNS.ipv6.as_ref()
-        && text.contains(':')
+        && signs.has(SIGN_COLON)
     {
-        let mut v6 = 0;
-        let haystack = text.clone();
-        let replaced = re.replace_all(&haystack, |caps: &Captures<'_>| {
-            let Some(m) = caps.get(0) else {
-                return String::new();
-            };
-            // A zone (`fe80::1%eth0`) is not part of the address.
-            let addr = m.as_str().split('%').next().unwrap_or_default();
-            let is_ip = addr.bytes().any(|c| c.is_ascii_hexdigit())
-                && addr.parse::<Ipv6Addr>().is_ok()
-                && stands_alone(&haystack, m.start(), m.end());
-            if is_ip {
-                v6 += 1;
-                FILTERED.to_owned()
-            } else {
-                m.as_str().to_owned()
-            }
-        });
-        if v6 > 0 {
-            *text = replaced.into_owned();
-            changed += v6;
-        }
+        let v6: Vec<Range<usize>> = re
+            .find_iter(text)
+            .filter(|m| {
+                // A zone (`fe80::1%eth0`) is not part of the address.
+                let addr = m.as_str().split('%').next().unwrap_or_default();
+                addr.bytes().any(|c| c.is_ascii_hexdigit())
+                    && addr.parse::<Ipv6Addr>().is_ok()
+                    && stands_alone(text, m.start(), m.end())
+            })
+            .map(|m| m.range())
+            .collect();
+        changed += filter_spans(text, &v6);
     }
     changed
 }
@@ -795,8 +1081,6 @@ mod tests {
             &p.pem_end,
             &p.url_password,
             &p.bearer,
-            &p.query_in_text,
-            &p.query_field,
             &p.card,
             &p.ipv4,
             &p.ipv6,
