@@ -409,7 +409,11 @@ fn the_agent_forwards_good_events_and_refuses_bad_input_without_losing_the_next(
             "{i} missing"
         );
     }
-    assert!(received.iter().any(|r| r.event()["message"] == "stored"));
+    assert!(
+        received
+            .iter()
+            .any(|r| r.event()["logentry"]["formatted"] == "stored")
+    );
     let m = metrics(&admin);
     assert_eq!(
         counter(&m, "mecha_sentry_events_accepted_total"),

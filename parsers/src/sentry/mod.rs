@@ -18,6 +18,8 @@ pub mod record;
 pub mod scrub;
 pub mod security;
 
+mod value;
+
 /// Attribute names of the OTLP log record that carries one Sentry event from
 /// the agent to the aggregator. The aggregator recognises an event by
 /// [`attr::EVENT`], takes the event out of the attributes before indexing, and

@@ -153,6 +153,10 @@ mod tests {
             event_id: "9ec79c33ec9942ab8353589fcb2e04dc".into(),
             timestamp_ns: 1_763_892_000_000_000_000,
             level: Severity::Error,
+            platform: "python".into(),
+            user_key: None,
+            release: Some("shop@1.4.2".into()),
+            environment: None,
         };
         let mut res = Resource::default();
         res.set(keys::NODE, "node-a");
@@ -194,6 +198,10 @@ mod tests {
             event_id: "0123456789abcdef0123456789abcdef".into(),
             timestamp_ns: 5,
             level: Severity::Warn,
+            platform: "other".into(),
+            user_key: None,
+            release: Some("shop@1.2.3".into()),
+            environment: None,
         };
         let mut res = Resource::default();
         res.set(keys::NODE, "node-a");

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use mecha_parsers::sentry::auth::{self, Auth};
 use mecha_parsers::sentry::encoding::{self, ContentEncoding};
 use mecha_parsers::sentry::envelope::{self, ItemType};
-use mecha_parsers::sentry::normalize::{NormalizeContext, NormalizeLimits, normalize};
+use mecha_parsers::sentry::normalize::{NormalizeContext, NormalizeLimits, normalize, user_key};
 use mecha_parsers::sentry::record::event_record;
 use mecha_parsers::sentry::scrub::scrub;
 use mecha_parsers::sentry::security;
@@ -205,19 +205,29 @@ pub fn process(
             "missing authorization information".into(),
         ));
     };
-    let ncx = NormalizeContext {
+    let mut ncx = NormalizeContext {
         received_ns: req.received_ns,
         sent_at_ns,
         client_ip: req.client_ip,
         limits: cx.normalize.clone(),
+        fallback_event_id: String::new(),
     };
     for mut event in events {
+        // An event without a valid id takes the envelope's, else a new one.
+        ncx.fallback_event_id = match (&out.event_id, out.records.is_empty()) {
+            (Some(id), true) => id.clone(),
+            _ => uuid::Uuid::new_v4().simple().to_string(),
+        };
+        // Normalised first, so that the filters see the client's address
+        // where the SDK sent `{{auto}}`, and a unified exception list.
+        let mut n = normalize(&mut event, &ncx);
         if let Some(why) = rules.filters.check(&event) {
             out.discards.push(why.as_str());
             continue;
         }
-        let mut n = normalize(&mut event, &ncx);
         scrub(&mut event, &rules.scrub);
+        // The user as scrubbing left them (an IP may be gone).
+        n.user_key = user_key(&event);
         if valid_event_id(&n.event_id).is_none() {
             // Normalisation always fills the id; this keeps the record's
             // idempotency key well-formed whatever it returned.
@@ -404,7 +414,7 @@ mod tests {
         assert_eq!(p.event_id.as_deref(), Some(ID));
         let event = event_of(&p.records[0]);
         assert_eq!(event["event_id"], ID);
-        assert_eq!(event["message"], "hi");
+        assert_eq!(event["logentry"]["formatted"], "hi");
     }
 
     #[test]
@@ -530,12 +540,12 @@ mod tests {
         assert_eq!(r.map(|r| r.status.as_u16()), Some(400));
     }
 
-    /// The endpoint applies the project's filters, then normalisation, then
-    /// scrubbing, and honours a filter's verdict: whatever those rules are,
-    /// the record holds exactly what calling them in that order gives, and a
+    /// The endpoint normalises, then applies the project's filters, then
+    /// scrubs, and honours a filter's verdict: whatever those rules are, the
+    /// record holds exactly what calling them in that order gives, and a
     /// filtered event is counted under the filter's reason, not forwarded.
     #[test]
-    fn filters_normalisation_and_scrubbing_are_applied_in_that_order() {
+    fn normalisation_filters_and_scrubbing_are_applied_in_that_order() {
         use mecha_parsers::sentry::filter::FilterOptions;
         let opts = FilterOptions {
             localhost: true,
@@ -551,6 +561,8 @@ mod tests {
         let events = [
             serde_json::json!({"message": "dropme please", "level": "warning"}),
             serde_json::json!({"message": "keep", "request": {"url": "http://localhost/x"}}),
+            // Local only once normalisation has put the client's address in.
+            serde_json::json!({"event_id": ID, "message": "mine", "user": {"ip_address": "{{auto}}"}}),
             serde_json::json!({
                 "event_id": ID,
                 "message": "keep me",
@@ -558,7 +570,7 @@ mod tests {
                 "user": {"ip_address": "{{auto}}"}
             }),
         ];
-        for event in events {
+        for (i, event) in events.into_iter().enumerate() {
             let body = format!("{{}}\n{{\"type\":\"event\"}}\n{event}\n");
             let mut req = incoming(Route::Envelope, &body, false);
             req.auth = Some((
@@ -569,34 +581,38 @@ mod tests {
                 },
                 Arc::new(rules.clone()),
             ));
-            req.client_ip = "198.51.100.7".parse().ok();
-            let ncx = NormalizeContext {
+            let local = i == 2;
+            req.client_ip = if local { "127.0.0.1" } else { "198.51.100.7" }
+                .parse()
+                .ok();
+            let mut ncx = NormalizeContext {
                 received_ns: req.received_ns,
                 sent_at_ns: None,
                 client_ip: req.client_ip,
                 limits: c.normalize.clone(),
+                fallback_event_id: String::new(),
             };
             let p = process_all(&c, req).unwrap_or_else(|r| panic!("{r:?}"));
             let Value::Object(mut expected) = event else {
                 panic!("not an object");
             };
+            // The fallback id is generated: take the one the endpoint used.
+            if let Some(got) = p.records.first() {
+                ncx.fallback_event_id = event_of(got)["event_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+            }
+            normalize(&mut expected, &ncx);
             if let Some(why) = rules.filters.check(&expected) {
                 assert!(p.records.is_empty());
                 assert_eq!(p.discards, vec![why.as_str()]);
+                assert!(i < 3, "event {i} was filtered");
                 continue;
             }
-            normalize(&mut expected, &ncx);
+            assert_eq!(i, 3, "event {i} passed the filters");
             scrub(&mut expected, &rules.scrub);
             let got = event_of(&p.records[0]);
-            // The id is generated when normalisation leaves none.
-            if expected
-                .get("event_id")
-                .and_then(Value::as_str)
-                .and_then(valid_event_id)
-                .is_none()
-            {
-                expected.insert("event_id".into(), got["event_id"].clone());
-            }
             assert_eq!(got, Value::Object(expected));
         }
     }

@@ -182,7 +182,7 @@ async fn an_envelope_is_answered_with_its_id_once_safe_and_forwarded_as_one_reco
         Some(&Value::from(ID))
     );
     assert_eq!(got[0].resource.get("k8s.node.name"), Some("node-1"));
-    assert_eq!(events(&r)[0]["message"], "boom");
+    assert_eq!(events(&r)[0]["logentry"]["formatted"], "boom");
     assert_eq!(metric(&r, "mecha_sentry_events_accepted_total"), 1);
     assert_eq!(
         metric(
