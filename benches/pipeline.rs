@@ -15,11 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
-use tonic::codec::CompressionEncoding;
-
 mod support;
 use support::{CountingSink, env_u64, proc_usage};
+use tonic::transport::server::TcpIncoming;
 
 /// Writes `bytes` of CRI lines over `files` files; returns the number of lines.
 fn generate(dir: &Path, bytes: u64, files: u64) -> std::io::Result<u64> {
@@ -159,14 +157,11 @@ fn main() {
         Ok(a) => a,
         Err(e) => return eprintln!("pipeline bench: {e}"),
     };
-    let svc = LogsServiceServer::new(CountingSink(count.clone()))
-        .accept_compressed(CompressionEncoding::Zstd)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(64 << 20);
+    let svc = CountingSink(count.clone());
     rt.spawn(
         tonic::transport::Server::builder()
             .add_service(svc)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true))),
     );
 
     // Partial (P) lines merge with their F line: one record per pair.
@@ -186,6 +181,7 @@ fn main() {
     words.push(bin);
     let mut command = Command::new(&words[0]);
     command.args(&words[1..]);
+
     let child = command
         .args([
             "agent",
@@ -200,6 +196,12 @@ fn main() {
         .arg(format!("{}/*.log", logs.display()))
         .arg("--forward")
         .arg(format!("http://{addr}"))
+        // `MECHA_BENCH_CONFIG=agent.yaml` measures other settings.
+        .args(
+            std::env::var("MECHA_BENCH_CONFIG")
+                .map(|c| vec!["--config".to_owned(), c])
+                .unwrap_or_default(),
+        )
         .env("MECHA_LOG", "warn")
         .stdout(Stdio::null())
         .spawn();
@@ -211,6 +213,9 @@ fn main() {
     let mut usage = (0.0, 0);
     let deadline = Instant::now() + Duration::from_secs(1800);
     while count.load(Ordering::SeqCst) < expected_records && Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return eprintln!("pipeline bench: the agent exited early: {status}");
+        }
         usage = proc_usage(pid);
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -19,11 +19,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
-use tonic::codec::CompressionEncoding;
-
 mod support;
 use support::{CountingSink, env_u64, proc_usage};
+use tonic::transport::server::TcpIncoming;
 
 /// A Python-SDK-like exception event of about 4 KB, with id `n`.
 fn event(n: u64) -> Vec<u8> {
@@ -102,13 +100,11 @@ fn main() {
         Ok(a) => a,
         Err(e) => return eprintln!("sentry bench: {e}"),
     };
-    let svc = LogsServiceServer::new(CountingSink(count.clone()))
-        .accept_compressed(CompressionEncoding::Zstd)
-        .max_decoding_message_size(64 << 20);
+    let svc = CountingSink(count.clone());
     rt.spawn(
         tonic::transport::Server::builder()
             .add_service(svc)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true))),
     );
 
     let data = tmp.path().join("data");

@@ -150,7 +150,10 @@ impl Aggregator {
                 tonic::transport::Server::builder()
                     .serve_with_incoming_shutdown(
                         service,
-                        tonic::transport::server::TcpIncoming::from(listener),
+                        // Without nodelay, the small frames of an answer
+                        // wait for the agent's delayed ACK.
+                        tonic::transport::server::TcpIncoming::from(listener)
+                            .with_nodelay(Some(true)),
                         signal,
                     )
                     .await

@@ -140,7 +140,7 @@ impl Default for ForwarderOptions {
     fn default() -> Self {
         ForwarderOptions {
             batch_max_bytes: 1024 * 1024,
-            batch_timeout: Duration::from_secs(1),
+            batch_timeout: Duration::from_millis(100),
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(5),
