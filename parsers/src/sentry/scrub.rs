@@ -214,9 +214,46 @@ const fn byte_pair(a: u8, b: u8) -> usize {
     ((a & 0x1f) as usize) << 5 | (b & 0x1f) as usize
 }
 
+/// The letters (and `_`) a folded key holds, as bits: a key that lacks a
+/// letter of every secret name holds none of them, and most keys do
+/// (`filename`, `lineno`, `context_line`). One cheap pass that spares the
+/// closer look.
+static LETTER_BIT: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut b = b'a';
+    while b <= b'z' {
+        table[b as usize] = 1 << (b - b'a');
+        b += 1;
+    }
+    table[b'_' as usize] = 1 << 26;
+    table
+};
+
+/// The [`LETTER_BIT`]s of each of [`SECRET_KEYS`].
+static SECRET_LETTERS: [u32; SECRET_KEYS.len()] = {
+    let mut masks = [0u32; SECRET_KEYS.len()];
+    let mut i = 0;
+    while i < SECRET_KEYS.len() {
+        let name = SECRET_KEYS[i].as_bytes();
+        let mut j = 0;
+        while j < name.len() {
+            masks[i] |= LETTER_BIT[name[j] as usize];
+            j += 1;
+        }
+        i += 1;
+    }
+    masks
+};
+
 /// Whether a folded key holds one of [`SECRET_KEYS`] (`auth` only where
 /// [`auth_is_secret`] says so).
 fn has_secret_name(key: &[u8]) -> bool {
+    let letters = key
+        .iter()
+        .fold(0, |letters, &b| letters | LETTER_BIT[usize::from(b)]);
+    if !SECRET_LETTERS.iter().any(|&name| name & !letters == 0) {
+        return false;
+    }
     key.windows(2).enumerate().any(|(i, pair)| {
         let &[a, b] = pair else { return false };
         let p = byte_pair(a, b);
