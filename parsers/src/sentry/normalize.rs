@@ -21,7 +21,7 @@ use serde_json::{Map, Number, Value, json};
 
 use super::value::{
     MAX_STRING_CHARS, MAX_TAG_VALUE_CHARS, cap_chars, drop_flat, has_error, parse_ip, push_error,
-    to_json_text, type_name,
+    set, to_json_text, type_name,
 };
 use crate::Severity;
 use crate::time::parse_rfc3339;
@@ -244,7 +244,7 @@ fn invalid(name: &str, reason: String) -> Value {
 /// with dashes (8-4-4-4-12), in any case.
 pub fn parse_event_id(text: &str) -> Option<String> {
     let t = text.trim();
-    let hex: String = match t.len() {
+    let mut hex: String = match t.len() {
         32 => t.to_owned(),
         36 => {
             let b = t.as_bytes();
@@ -255,14 +255,17 @@ pub fn parse_event_id(text: &str) -> Option<String> {
         }
         _ => return None,
     };
-    (hex.len() == 32 && hex.bytes().all(|c| c.is_ascii_hexdigit()))
-        .then(|| hex.to_ascii_lowercase())
+    if hex.len() != 32 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    hex.make_ascii_lowercase();
+    Some(hex)
 }
 
 fn normalize_event_id(event: &mut Map<String, Value>, cx: &NormalizeContext) -> String {
     let own = event.get("event_id");
     if let Some(id) = own.and_then(Value::as_str).and_then(parse_event_id) {
-        event.insert("event_id".into(), Value::String(id.clone()));
+        set(event, "event_id", Value::String(id.clone()));
         return id;
     }
     if let Some(bad) = own.filter(|v| !v.is_null()) {
@@ -273,7 +276,7 @@ fn normalize_event_id(event: &mut Map<String, Value>, cx: &NormalizeContext) -> 
         push_error(event, invalid("event_id", reason));
     }
     let id = parse_event_id(&cx.fallback_event_id).unwrap_or_else(|| derived_event_id(event, cx));
-    event.insert("event_id".into(), Value::String(id.clone()));
+    set(event, "event_id", Value::String(id.clone()));
     id
 }
 
@@ -306,7 +309,7 @@ fn normalize_platform(event: &mut Map<String, Value>) -> String {
         .filter(|p| PLATFORMS.contains(p))
         .unwrap_or("other")
         .to_owned();
-    event.insert("platform".into(), Value::String(platform.clone()));
+    set(event, "platform", Value::String(platform.clone()));
     platform
 }
 
@@ -342,7 +345,7 @@ fn normalize_level(event: &mut Map<String, Value>) -> Severity {
     };
     // Sentry's default level for an event is `error`.
     let (name, severity) = parsed.unwrap_or(("error", Severity::Error));
-    event.insert("level".into(), Value::String(name.to_owned()));
+    set(event, "level", Value::String(name.to_owned()));
     severity
 }
 
@@ -787,7 +790,8 @@ fn normalize_ip_addresses(
     platform: &str,
     client_ip: Option<IpAddr>,
 ) {
-    let client = client_ip.map(|ip| Value::String(ip.to_string()));
+    // Written as text only where it is used; most events name their own.
+    let client = || client_ip.map(|ip| Value::String(ip.to_string()));
     let mut sdk_remote_addr = None;
     if let Some(Value::Object(request)) = event.get_mut("request") {
         let env = request
@@ -796,8 +800,8 @@ fn normalize_ip_addresses(
         if let Value::Object(env) = env {
             match env.get("REMOTE_ADDR") {
                 Some(Value::String(s)) if s == AUTO_IP => {
-                    if let Some(c) = &client {
-                        env.insert("REMOTE_ADDR".into(), c.clone());
+                    if let Some(c) = client() {
+                        env.insert("REMOTE_ADDR".into(), c);
                     }
                 }
                 // The client's own address here is what this rule wrote on
@@ -807,8 +811,8 @@ fn normalize_ip_addresses(
                     sdk_remote_addr = parse_ip(s).filter(|ip| Some(*ip) != client_ip)
                 }
                 _ => {
-                    if let Some(c) = &client {
-                        env.insert("REMOTE_ADDR".into(), c.clone());
+                    if let Some(c) = client() {
+                        env.insert("REMOTE_ADDR".into(), c);
                     }
                 }
             }
@@ -822,11 +826,11 @@ fn normalize_ip_addresses(
         .and_then(|u| u.get("ip_address"))
         .filter(|ip| !ip.is_null());
     let fill = match user_ip {
-        Some(Value::String(s)) if s == AUTO_IP => client.clone(),
+        Some(Value::String(s)) if s == AUTO_IP => client(),
         Some(_) => None,
         None => match sdk_remote_addr {
             Some(ip) => Some(Value::String(ip.to_string())),
-            None if DEVICE_PLATFORMS.contains(&platform) => client.clone(),
+            None if DEVICE_PLATFORMS.contains(&platform) => client(),
             None => None,
         },
     };
@@ -946,8 +950,8 @@ fn normalize_timestamps(event: &mut Map<String, Value>, cx: &NormalizeContext) -
         time = received;
     }
 
-    event.insert("timestamp".into(), timestamp_value(time));
-    event.insert("received".into(), timestamp_value(received));
+    set(event, "timestamp", timestamp_value(time));
+    set(event, "received", timestamp_value(received));
     shift_other_timestamps(event, shift);
     time.saturating_mul(1000)
 }
