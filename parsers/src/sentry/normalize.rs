@@ -20,8 +20,8 @@ use chrono::{DateTime, SecondsFormat};
 use serde_json::{Map, Number, Value, json};
 
 use super::value::{
-    MAX_STRING_CHARS, MAX_TAG_VALUE_CHARS, cap_chars, drop_flat, has_error, pairs_of, parse_ip,
-    push_error, to_json_text, type_name,
+    MAX_STRING_CHARS, MAX_TAG_VALUE_CHARS, cap_chars, drop_flat, has_error, parse_ip, push_error,
+    set, to_json_text, type_name,
 };
 use crate::Severity;
 use crate::time::parse_rfc3339;
@@ -244,7 +244,7 @@ fn invalid(name: &str, reason: String) -> Value {
 /// with dashes (8-4-4-4-12), in any case.
 pub fn parse_event_id(text: &str) -> Option<String> {
     let t = text.trim();
-    let hex: String = match t.len() {
+    let mut hex: String = match t.len() {
         32 => t.to_owned(),
         36 => {
             let b = t.as_bytes();
@@ -255,14 +255,17 @@ pub fn parse_event_id(text: &str) -> Option<String> {
         }
         _ => return None,
     };
-    (hex.len() == 32 && hex.bytes().all(|c| c.is_ascii_hexdigit()))
-        .then(|| hex.to_ascii_lowercase())
+    if hex.len() != 32 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    hex.make_ascii_lowercase();
+    Some(hex)
 }
 
 fn normalize_event_id(event: &mut Map<String, Value>, cx: &NormalizeContext) -> String {
     let own = event.get("event_id");
     if let Some(id) = own.and_then(Value::as_str).and_then(parse_event_id) {
-        event.insert("event_id".into(), Value::String(id.clone()));
+        set(event, "event_id", Value::String(id.clone()));
         return id;
     }
     if let Some(bad) = own.filter(|v| !v.is_null()) {
@@ -273,7 +276,7 @@ fn normalize_event_id(event: &mut Map<String, Value>, cx: &NormalizeContext) -> 
         push_error(event, invalid("event_id", reason));
     }
     let id = parse_event_id(&cx.fallback_event_id).unwrap_or_else(|| derived_event_id(event, cx));
-    event.insert("event_id".into(), Value::String(id.clone()));
+    set(event, "event_id", Value::String(id.clone()));
     id
 }
 
@@ -306,7 +309,7 @@ fn normalize_platform(event: &mut Map<String, Value>) -> String {
         .filter(|p| PLATFORMS.contains(p))
         .unwrap_or("other")
         .to_owned();
-    event.insert("platform".into(), Value::String(platform.clone()));
+    set(event, "platform", Value::String(platform.clone()));
     platform
 }
 
@@ -342,7 +345,7 @@ fn normalize_level(event: &mut Map<String, Value>) -> Severity {
     };
     // Sentry's default level for an event is `error`.
     let (name, severity) = parsed.unwrap_or(("error", Severity::Error));
-    event.insert("level".into(), Value::String(name.to_owned()));
+    set(event, "level", Value::String(name.to_owned()));
     severity
 }
 
@@ -489,36 +492,46 @@ fn placeholder<'a>(text: &str, params: &'a Value, next: &mut usize) -> (usize, F
 /// the first form, dropping items that are not objects. Other shapes are
 /// removed with an error.
 fn unify_values(event: &mut Map<String, Value>, key: &str, alias: Option<&str>) {
-    let alias_value = alias.and_then(|a| event.remove(a));
-    let Some(raw) = event.remove(key).or(alias_value) else {
-        return;
-    };
-    let mut container = match raw {
-        Value::Null => return,
-        Value::Array(items) => json!({ "values": items }),
-        Value::Object(o) if o.get("values").is_some_and(Value::is_array) => Value::Object(o),
-        // A single exception or thread sent without a list around it.
-        Value::Object(o) if key != "breadcrumbs" && !o.contains_key("values") => {
-            json!({ "values": [o] })
-        }
-        other => {
-            let reason = format!(
-                "expected {{\"values\": [...]}} or a list, found {}",
-                type_name(&other)
-            );
-            push_error(event, invalid(key, reason));
+    // The form SDKs send most, and every event normalised once has, stays
+    // where it is rather than being taken out and put back.
+    let unified = !alias.is_some_and(|a| event.contains_key(a))
+        && event
+            .get(key)
+            .and_then(|v| v.get("values"))
+            .is_some_and(Value::is_array);
+    if !unified {
+        let alias_value = alias.and_then(|a| event.remove(a));
+        let Some(raw) = event.remove(key).or(alias_value) else {
             return;
-        }
-    };
-    if let Some(Value::Array(items)) = container.get_mut("values") {
+        };
+        let container = match raw {
+            Value::Null => return,
+            Value::Array(items) => json!({ "values": items }),
+            Value::Object(o) if o.get("values").is_some_and(Value::is_array) => Value::Object(o),
+            // A single exception or thread sent without a list around it.
+            Value::Object(o) if key != "breadcrumbs" && !o.contains_key("values") => {
+                json!({ "values": [o] })
+            }
+            other => {
+                let reason = format!(
+                    "expected {{\"values\": [...]}} or a list, found {}",
+                    type_name(&other)
+                );
+                push_error(event, invalid(key, reason));
+                return;
+            }
+        };
+        event.insert(key.to_owned(), container);
+    }
+    if let Some(items) = values_mut(event, key) {
         let before = items.len();
         items.retain(Value::is_object);
-        if items.len() != before {
-            let reason = format!("{} items are not objects", before - items.len());
+        let dropped = before - items.len();
+        if dropped > 0 {
+            let reason = format!("{dropped} items are not objects");
             push_error(event, invalid(&format!("{key}.values"), reason));
         }
     }
-    event.insert(key.to_owned(), container);
 }
 
 fn values_mut<'a>(event: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Vec<Value>> {
@@ -555,21 +568,40 @@ fn normalize_exceptions(event: &mut Map<String, Value>) {
     }
 }
 
-/// Every stack trace of the event, with the path to name it in errors.
-fn stacktraces_mut(event: &mut Map<String, Value>) -> Vec<(String, &mut Value)> {
+/// Where a stack trace sits in the event: `stacktrace`, or the
+/// `stacktrace`/`raw_stacktrace` of an exception's or thread's item.
+struct StackPath<'e> {
+    key: &'e str,
+    item: Option<(usize, &'e str)>,
+}
+
+impl StackPath<'_> {
+    /// The path as errors name it (`exception.values.0.stacktrace`); made
+    /// only for the errors that need it.
+    fn name(&self) -> String {
+        match self.item {
+            None => self.key.to_owned(),
+            Some((i, field)) => format!("{}.values.{i}.{field}", self.key),
+        }
+    }
+}
+
+/// Every stack trace of the event, with where it sits.
+fn stacktraces_mut(event: &mut Map<String, Value>) -> Vec<(StackPath<'_>, &mut Value)> {
     let mut out = Vec::new();
     for (key, value) in event.iter_mut() {
         match key.as_str() {
-            "stacktrace" => out.push((key.clone(), value)),
+            "stacktrace" => out.push((StackPath { key, item: None }, value)),
             "exception" | "threads" => {
                 let Some(items) = value.get_mut("values").and_then(Value::as_array_mut) else {
                     continue;
                 };
                 for (i, item) in items.iter_mut().enumerate() {
                     let Value::Object(item) = item else { continue };
-                    for (sk, st) in item.iter_mut() {
-                        if sk == "stacktrace" || sk == "raw_stacktrace" {
-                            out.push((format!("{key}.values.{i}.{sk}"), st));
+                    for (field, st) in item.iter_mut() {
+                        if field == "stacktrace" || field == "raw_stacktrace" {
+                            let item = Some((i, field.as_str()));
+                            out.push((StackPath { key, item }, st));
                         }
                     }
                 }
@@ -583,7 +615,7 @@ fn stacktraces_mut(event: &mut Map<String, Value>) -> Vec<(String, &mut Value)> 
 /// Keeps at most `max` frames per stack trace: the first and the last ones.
 fn trim_stacktraces(event: &mut Map<String, Value>, max: usize) {
     let mut trimmed = Vec::new();
-    for (name, st) in stacktraces_mut(event) {
+    for (path, st) in stacktraces_mut(event) {
         let Some(frames) = st.get_mut("frames").and_then(Value::as_array_mut) else {
             continue;
         };
@@ -593,7 +625,7 @@ fn trim_stacktraces(event: &mut Map<String, Value>, max: usize) {
             frames.drain(head..len - (max - head));
             trimmed.push(json!({
                 "type": "value_too_long",
-                "name": format!("{name}.frames"),
+                "name": format!("{}.frames", path.name()),
                 "original_length": len,
             }));
         }
@@ -629,25 +661,30 @@ fn trim_breadcrumbs(event: &mut Map<String, Value>, max: usize) {
 /// none; `server_name` and `site` are also offered as tags.
 fn normalize_tags(event: &mut Map<String, Value>, limits: &NormalizeLimits) {
     let raw = event.remove("tags");
+    let had_tags = matches!(raw, Some(Value::Object(_) | Value::Array(_)));
+    // Taken out of the event, so the entries move rather than copy.
     let mut entries: Vec<(String, Value)> = Vec::new();
-    match &raw {
+    match raw {
         None | Some(Value::Null) => {}
-        Some(Value::Object(o)) => entries.extend(o.iter().map(|(k, v)| (k.clone(), v.clone()))),
+        Some(Value::Object(o)) => entries.extend(o),
         Some(Value::Array(items)) => {
-            let pairs = pairs_of(raw.as_ref().unwrap_or(&Value::Null));
-            if pairs.len() != items.len() {
-                let reason = format!(
-                    "{} entries are not [key, value] pairs",
-                    items.len() - pairs.len()
-                );
+            let all = items.len();
+            entries.extend(items.into_iter().filter_map(|item| match item {
+                Value::Array(pair) => match <[Value; 2]>::try_from(pair) {
+                    Ok([Value::String(k), v]) => Some((k, v)),
+                    _ => None,
+                },
+                _ => None,
+            }));
+            if entries.len() != all {
+                let reason = format!("{} entries are not [key, value] pairs", all - entries.len());
                 push_error(event, invalid("tags", reason));
             }
-            entries.extend(pairs.into_iter().map(|(k, v)| (k.to_owned(), v.clone())));
         }
         Some(other) => {
             let reason = format!(
                 "expected an object or a list of pairs, found {}",
-                type_name(other)
+                type_name(&other)
             );
             push_error(event, invalid("tags", reason));
         }
@@ -702,9 +739,8 @@ fn normalize_tags(event: &mut Map<String, Value>, limits: &NormalizeLimits) {
             );
         }
         seen.push(key.clone());
-        tags.push(json!([key, value]));
+        tags.push(Value::Array(vec![Value::String(key), Value::String(value)]));
     }
-    let had_tags = matches!(raw, Some(Value::Object(_) | Value::Array(_)));
     if had_tags || !tags.is_empty() {
         event.insert("tags".into(), Value::Array(tags));
     }
@@ -754,7 +790,8 @@ fn normalize_ip_addresses(
     platform: &str,
     client_ip: Option<IpAddr>,
 ) {
-    let client = client_ip.map(|ip| Value::String(ip.to_string()));
+    // Written as text only where it is used; most events name their own.
+    let client = || client_ip.map(|ip| Value::String(ip.to_string()));
     let mut sdk_remote_addr = None;
     if let Some(Value::Object(request)) = event.get_mut("request") {
         let env = request
@@ -763,8 +800,8 @@ fn normalize_ip_addresses(
         if let Value::Object(env) = env {
             match env.get("REMOTE_ADDR") {
                 Some(Value::String(s)) if s == AUTO_IP => {
-                    if let Some(c) = &client {
-                        env.insert("REMOTE_ADDR".into(), c.clone());
+                    if let Some(c) = client() {
+                        env.insert("REMOTE_ADDR".into(), c);
                     }
                 }
                 // The client's own address here is what this rule wrote on
@@ -774,8 +811,8 @@ fn normalize_ip_addresses(
                     sdk_remote_addr = parse_ip(s).filter(|ip| Some(*ip) != client_ip)
                 }
                 _ => {
-                    if let Some(c) = &client {
-                        env.insert("REMOTE_ADDR".into(), c.clone());
+                    if let Some(c) = client() {
+                        env.insert("REMOTE_ADDR".into(), c);
                     }
                 }
             }
@@ -789,11 +826,11 @@ fn normalize_ip_addresses(
         .and_then(|u| u.get("ip_address"))
         .filter(|ip| !ip.is_null());
     let fill = match user_ip {
-        Some(Value::String(s)) if s == AUTO_IP => client.clone(),
+        Some(Value::String(s)) if s == AUTO_IP => client(),
         Some(_) => None,
         None => match sdk_remote_addr {
             Some(ip) => Some(Value::String(ip.to_string())),
-            None if DEVICE_PLATFORMS.contains(&platform) => client.clone(),
+            None if DEVICE_PLATFORMS.contains(&platform) => client(),
             None => None,
         },
     };
@@ -913,8 +950,8 @@ fn normalize_timestamps(event: &mut Map<String, Value>, cx: &NormalizeContext) -
         time = received;
     }
 
-    event.insert("timestamp".into(), timestamp_value(time));
-    event.insert("received".into(), timestamp_value(received));
+    set(event, "timestamp", timestamp_value(time));
+    set(event, "received", timestamp_value(received));
     shift_other_timestamps(event, shift);
     time.saturating_mul(1000)
 }
@@ -993,8 +1030,9 @@ const TOO_DEEP: &str = "[nested too deep]";
 /// their JSON text (when it fits `max_string_chars`, else a marker), as
 /// Relay does, so that no bag is deeper than the limit.
 fn limit_databags(event: &mut Map<String, Value>, limits: &NormalizeLimits) {
+    let mut stack: Vec<(&mut Value, usize)> = Vec::with_capacity(64);
     for bag in databags_mut(event) {
-        let mut stack: Vec<(&mut Value, usize)> = vec![(bag, 0)];
+        stack.push((bag, 0));
         while let Some((v, depth)) = stack.pop() {
             if !(v.is_object() || v.is_array()) {
                 continue;

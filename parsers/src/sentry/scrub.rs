@@ -38,7 +38,14 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_json::{Map, Value};
 
+use self::find::{
+    PARAMS_IN_FIELD, PARAMS_IN_TEXT, ParamSyntax, SIGN_AT, SIGN_B, SIGN_COLON, SIGN_DASH, SIGN_DOT,
+    SIGN_EQUALS, SIGN_QUERY, Signs, ascii_bearer_tokens, ascii_cards, ascii_url_passwords,
+    contains_bearer, has_card_run, params, signs,
+};
 use super::value::{MAX_STRING_CHARS, MAX_TAG_VALUE_CHARS, cap_chars};
+
+mod find;
 
 /// What a scrubbed value becomes.
 pub const FILTERED: &str = "[Filtered]";
@@ -156,15 +163,21 @@ struct Rules {
 /// passes here, and the names it is compared with are ASCII.
 fn fold_key(key: &str, buf: &mut Vec<u8>) {
     buf.clear();
-    buf.extend_from_slice(key.as_bytes());
-    for b in buf.iter_mut() {
-        *b = if *b == b'-' {
-            b'_'
-        } else {
-            b.to_ascii_lowercase()
-        };
-    }
+    buf.extend(key.bytes().map(|b| FOLDED[usize::from(b)]));
 }
+
+/// Each byte as [`fold_key`] writes it. A table, because keys are short:
+/// a loop over a few bytes costs more in its branches than in its work.
+static FOLDED: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).to_ascii_lowercase();
+        b += 1;
+    }
+    table[b'-' as usize] = b'_';
+    table
+};
 
 /// Whether `needle` occurs in `hay`.
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -201,9 +214,46 @@ const fn byte_pair(a: u8, b: u8) -> usize {
     ((a & 0x1f) as usize) << 5 | (b & 0x1f) as usize
 }
 
+/// The letters (and `_`) a folded key holds, as bits: a key that lacks a
+/// letter of every secret name holds none of them, and most keys do
+/// (`filename`, `lineno`, `context_line`). One cheap pass that spares the
+/// closer look.
+static LETTER_BIT: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut b = b'a';
+    while b <= b'z' {
+        table[b as usize] = 1 << (b - b'a');
+        b += 1;
+    }
+    table[b'_' as usize] = 1 << 26;
+    table
+};
+
+/// The [`LETTER_BIT`]s of each of [`SECRET_KEYS`].
+static SECRET_LETTERS: [u32; SECRET_KEYS.len()] = {
+    let mut masks = [0u32; SECRET_KEYS.len()];
+    let mut i = 0;
+    while i < SECRET_KEYS.len() {
+        let name = SECRET_KEYS[i].as_bytes();
+        let mut j = 0;
+        while j < name.len() {
+            masks[i] |= LETTER_BIT[name[j] as usize];
+            j += 1;
+        }
+        i += 1;
+    }
+    masks
+};
+
 /// Whether a folded key holds one of [`SECRET_KEYS`] (`auth` only where
 /// [`auth_is_secret`] says so).
 fn has_secret_name(key: &[u8]) -> bool {
+    let letters = key
+        .iter()
+        .fold(0, |letters, &b| letters | LETTER_BIT[usize::from(b)]);
+    if !SECRET_LETTERS.iter().any(|&name| name & !letters == 0) {
+        return false;
+    }
     key.windows(2).enumerate().any(|(i, pair)| {
         let &[a, b] = pair else { return false };
         let p = byte_pair(a, b);
@@ -330,7 +380,8 @@ impl<'o> Scrubber<'o> {
     }
 
     fn scrub_map(&mut self, map: &mut Map<String, Value>, ctx: Ctx) {
-        let mut stack: Stack<'_> = Vec::new();
+        // Room for the containers a typical event has open at once.
+        let mut stack: Stack<'_> = Vec::with_capacity(64);
         for (k, v) in map.iter_mut() {
             self.entry(k, v, ctx, &mut stack);
         }
@@ -523,36 +574,25 @@ impl<'o> Scrubber<'o> {
         // rule asks about the text as the rules before it left it, so the
         // pass is made again after a change.
         let mut seen = signs(text.as_bytes());
-        let changed = |count: &mut usize, n: usize, text: &String, seen: &mut Signs| {
-            if n > 0 {
-                *count += n;
-                *seen = signs(text.as_bytes());
-            }
-        };
-        let p = &*PATTERNS;
         if seen.has(SIGN_DASH) {
-            changed(&mut self.count, scrub_pem(text), text, &mut seen);
+            let n = scrub_pem(text);
+            self.changed(n, text, &mut seen);
         }
-        if seen.has(SIGN_AT | SIGN_COLON)
-            && text.contains("://")
-            && let Some(re) = p.url_password.as_ref()
-        {
-            let n = filter_matches(re, text, url_password);
-            changed(&mut self.count, n, text, &mut seen);
+        if seen.has(SIGN_AT | SIGN_COLON) && text.contains("://") {
+            let n = filter_secrets(text, &URL_PASSWORDS.find(text));
+            self.changed(n, text, &mut seen);
         }
-        if seen.has(SIGN_B)
-            && contains_bearer(text.as_bytes())
-            && let Some(re) = p.bearer.as_ref()
-        {
-            let n = filter_matches(re, text, bearer_token);
-            changed(&mut self.count, n, text, &mut seen);
+        if seen.has(SIGN_B) && contains_bearer(text.as_bytes()) {
+            let n = filter_secrets(text, &BEARER_TOKENS.find(text));
+            self.changed(n, text, &mut seen);
         }
         if seen.has(SIGN_QUERY | SIGN_EQUALS) {
             let n = self.query_params(&PARAMS_IN_TEXT, text);
-            changed(&mut self.count, n, text, &mut seen);
+            self.changed(n, text, &mut seen);
         }
         if seen.many_digits && has_card_run(text.as_bytes()) {
-            changed(&mut self.count, scrub_cards(text), text, &mut seen);
+            let n = scrub_cards(text);
+            self.changed(n, text, &mut seen);
         }
         if self.opts.scrub_ip {
             self.count += scrub_ips(text, &seen);
@@ -562,9 +602,25 @@ impl<'o> Scrubber<'o> {
         }
     }
 
+    /// Counts `n` replacements a content rule made in `text`, and reads the
+    /// text's signs again when there were any.
+    fn changed(&mut self, n: usize, text: &str, seen: &mut Signs) {
+        if n > 0 {
+            self.count += n;
+            *seen = signs(text.as_bytes());
+        }
+    }
+
     /// Scrubs a string that holds a JSON object or list as JSON; tells
     /// whether it did (the text is then final).
     fn json_text(&mut self, text: &mut String) -> bool {
+        // Most strings start with a char that is neither white space nor a
+        // bracket: they are no JSON, and trimming them would not change that.
+        let plain =
+            |b: &u8| !matches!(b, b'{' | b'[') && b.is_ascii() && !char::from(*b).is_whitespace();
+        if text.as_bytes().first().is_none_or(plain) {
+            return false;
+        }
         let t = text.trim();
         let container =
             (t.starts_with('{') && t.ends_with('}')) || (t.starts_with('[') && t.ends_with(']'));
@@ -588,113 +644,6 @@ impl<'o> Scrubber<'o> {
     }
 }
 
-/// How query parameters are written where [`params`] looks for them: a
-/// separator (or the start of the text, where allowed), a name, `=`, and a
-/// value. Scanned by hand rather than by a regex: messages and URLs hold
-/// many parameters, and one pass over the text finds them all.
-struct ParamSyntax {
-    /// What stands before a parameter (three bytes for `memchr3`, repeated
-    /// when fewer); a name cannot hold them.
-    seps: [u8; 3],
-    /// Whether the text may also start with a parameter.
-    at_start: bool,
-    /// ASCII chars a name cannot hold, besides `=` which ends it.
-    not_in_name: u128,
-    /// ASCII chars that end a value.
-    ends_value: u128,
-    /// Whether white space (Unicode's) also ends names and values.
-    white_space_ends: bool,
-}
-
-/// The set of the ASCII chars `chars`, as bits.
-const fn ascii_set(chars: &[u8]) -> u128 {
-    let mut set = 0u128;
-    let mut i = 0;
-    while i < chars.len() {
-        set |= 1 << chars[i];
-        i += 1;
-    }
-    set
-}
-
-/// Parameters of URLs in free text (`GET /v1?page=2&token=...`): `?`, `&`
-/// or `;`, a name without `&#;?`, quotes or white space, `=`, and a value
-/// that also ends at quotes, white space and the brackets around a URL in
-/// text (`<>,)}`).
-const PARAMS_IN_TEXT: ParamSyntax = ParamSyntax {
-    seps: *b"?&;",
-    at_start: false,
-    not_in_name: ascii_set(b"=&#;?\"'"),
-    ends_value: ascii_set(b"&#;\"'<>,)}"),
-    white_space_ends: true,
-};
-
-/// Parameters of a query string field (`a=1&token=...`): the start or `&`
-/// or `;`, a name without `&#;`, `=`, and a value up to `&#;`.
-const PARAMS_IN_FIELD: ParamSyntax = ParamSyntax {
-    seps: *b"&;;",
-    at_start: true,
-    not_in_name: ascii_set(b"=&#;"),
-    ends_value: ascii_set(b"&#;"),
-    white_space_ends: false,
-};
-
-impl ParamSyntax {
-    /// Where the run of chars from `from` that are not in `set` (nor white
-    /// space, where that ends runs) ends.
-    fn run_end(&self, text: &str, from: usize, set: u128) -> usize {
-        let rest = text.get(from..).unwrap_or_default();
-        let end = rest.char_indices().find(|&(_, c)| {
-            let ascii = u32::from(c);
-            (ascii < 128 && set >> ascii & 1 == 1) || (self.white_space_ends && c.is_whitespace())
-        });
-        from + end.map_or(rest.len(), |(i, _)| i)
-    }
-
-    /// The parameter whose name starts at `start`: the byte ranges of its
-    /// name and value.
-    fn param_at(&self, text: &str, start: usize) -> Option<(Range<usize>, Range<usize>)> {
-        let name_end = self.run_end(text, start, self.not_in_name);
-        if name_end == start || text.as_bytes().get(name_end) != Some(&b'=') {
-            return None;
-        }
-        let value_end = self.run_end(text, name_end + 1, self.ends_value);
-        Some((start..name_end, name_end + 1..value_end))
-    }
-}
-
-/// The parameters of `text` as `syntax` writes them, in order, each found
-/// after the one before at the leftmost place one can start (as a regex
-/// finds its matches).
-fn params<'t>(
-    text: &'t str,
-    syntax: &'t ParamSyntax,
-) -> impl Iterator<Item = (Range<usize>, Range<usize>)> + 't {
-    let [a, b, c] = syntax.seps;
-    let mut from = 0;
-    std::iter::from_fn(move || {
-        if syntax.at_start
-            && from == 0
-            && let Some(found) = syntax.param_at(text, 0)
-        {
-            from = found.1.end;
-            return Some(found);
-        }
-        while let Some(sep) =
-            memchr::memchr3(a, b, c, text.as_bytes().get(from..)?).map(|i| from + i)
-        {
-            // Separators are ASCII: the name starts on the next byte.
-            if let Some(found) = syntax.param_at(text, sep + 1) {
-                from = found.1.end;
-                return Some(found);
-            }
-            from = sep + 1;
-        }
-        from = text.len();
-        None
-    })
-}
-
 /// Whether `v` is a `[key, value]` pair, as headers, cookies and tags come
 /// in list form.
 fn is_pair(v: &Value) -> bool {
@@ -715,134 +664,6 @@ enum Action {
     Walk(Ctx),
 }
 
-// Bytes that the content rules start from, as the bits of [`signs`].
-/// `-`: PEM armour.
-const SIGN_DASH: u8 = 1;
-/// `@`: a URL's user info.
-const SIGN_AT: u8 = 1 << 1;
-/// `:`: URLs and IPv6 addresses.
-const SIGN_COLON: u8 = 1 << 2;
-/// `?`: a query string in text.
-const SIGN_QUERY: u8 = 1 << 3;
-/// `=`: query parameters.
-const SIGN_EQUALS: u8 = 1 << 4;
-/// `b` or `B`: a `Bearer` token.
-const SIGN_B: u8 = 1 << 5;
-/// `.`: IPv4 addresses.
-const SIGN_DOT: u8 = 1 << 6;
-
-/// The sign bits of each byte value, with [`DIGIT`] for digits.
-static SIGN_OF: [u8; 256] = {
-    let mut table = [0u8; 256];
-    table[b'-' as usize] = SIGN_DASH;
-    table[b'@' as usize] = SIGN_AT;
-    table[b':' as usize] = SIGN_COLON;
-    table[b'?' as usize] = SIGN_QUERY;
-    table[b'=' as usize] = SIGN_EQUALS;
-    table[b'b' as usize] = SIGN_B;
-    table[b'B' as usize] = SIGN_B;
-    table[b'.' as usize] = SIGN_DOT;
-    let mut d = b'0';
-    while d <= b'9' {
-        table[d as usize] = DIGIT;
-        d += 1;
-    }
-    table
-};
-
-/// Marks digits in [`SIGN_OF`]; not a sign of its own.
-const DIGIT: u8 = 1 << 7;
-
-/// The sign bits of one byte and whether it is a digit, by comparisons
-/// rather than [`SIGN_OF`], so that [`signs`] runs on 16 bytes at a time.
-fn sign_of(b: u8) -> (u8, u8) {
-    let signs = (u8::from(b == b'-') * SIGN_DASH)
-        | (u8::from(b == b'@') * SIGN_AT)
-        | (u8::from(b == b':') * SIGN_COLON)
-        | (u8::from(b == b'?') * SIGN_QUERY)
-        | (u8::from(b == b'=') * SIGN_EQUALS)
-        | (u8::from(b | 0x20 == b'b') * SIGN_B)
-        | (u8::from(b == b'.') * SIGN_DOT);
-    (signs, u8::from(b.wrapping_sub(b'0') < 10))
-}
-
-/// What one pass over `text` tells the content rules: which of the bytes
-/// they start from it holds, and whether it has at least 13 digits (the
-/// fewest a card number has).
-struct Signs {
-    bits: u8,
-    many_digits: bool,
-}
-
-impl Signs {
-    fn has(&self, bits: u8) -> bool {
-        self.bits & bits == bits
-    }
-}
-
-fn signs(text: &[u8]) -> Signs {
-    const LANES: usize = 16;
-    let mut chunks = text.chunks_exact(LANES);
-    let (mut bits, mut digits) = (0u8, 0usize);
-    if text.len() >= LANES {
-        // Per-lane sums that the compiler keeps in vector registers; a
-        // digit count saturates, as only "13 or more" matters.
-        let mut lane_bits = [0u8; LANES];
-        let mut lane_digits = [0u8; LANES];
-        for chunk in &mut chunks {
-            for ((bit, count), &b) in lane_bits.iter_mut().zip(lane_digits.iter_mut()).zip(chunk) {
-                let (s, d) = sign_of(b);
-                *bit |= s;
-                *count = count.saturating_add(d);
-            }
-        }
-        bits = lane_bits.iter().fold(0, |all, bit| all | bit);
-        digits = lane_digits.iter().map(|&d| usize::from(d)).sum();
-    }
-    // The short rest (and most strings are short) one byte at a time.
-    for &b in chunks.remainder() {
-        let sign = SIGN_OF[usize::from(b)];
-        bits |= sign;
-        digits += usize::from(sign >> 7);
-    }
-    Signs {
-        bits: bits & !DIGIT,
-        many_digits: digits >= 13,
-    }
-}
-
-/// Whether `text` holds `bearer` in any ASCII case.
-fn contains_bearer(text: &[u8]) -> bool {
-    memchr::memchr2_iter(b'b', b'B', text).any(|i| {
-        text.get(i..i + 6)
-            .is_some_and(|w| w.eq_ignore_ascii_case(b"bearer"))
-    })
-}
-
-/// Whether `text` holds 13 digits in a row, single spaces or dashes
-/// between them allowed: the least a card number the `card` pattern finds
-/// needs. Digit-heavy text that is no card (hex ids, timestamps, versions)
-/// rarely has such a run, so the pattern need not run on it.
-fn has_card_run(text: &[u8]) -> bool {
-    let mut run = 0;
-    let mut gap = false;
-    for &b in text {
-        if b.is_ascii_digit() {
-            run += 1;
-            gap = false;
-            if run >= 13 {
-                return true;
-            }
-        } else if matches!(b, b' ' | b'-') && run > 0 && !gap {
-            gap = true;
-        } else {
-            run = 0;
-            gap = false;
-        }
-    }
-    false
-}
-
 /// Replaces the byte ranges `spans` of `text` (ascending, not overlapping:
 /// matches of one regex) by [`FILTERED`]; returns how many it replaced.
 fn filter_spans(text: &mut String, spans: &[Range<usize>]) -> usize {
@@ -860,25 +681,72 @@ fn filter_spans(text: &mut String, spans: &[Range<usize>]) -> usize {
     replaced
 }
 
-/// Replaces the secret part of every match of `re`, as `secret` finds it
-/// in the match's text, by [`FILTERED`]; returns how many it replaced
-/// (secrets already filtered do not count). Reading the part from the
-/// match rather than from a capture group keeps the search to the regex's
-/// fast engine.
-fn filter_matches(
-    re: &Regex,
-    text: &mut String,
-    secret: fn(&str) -> Option<Range<usize>>,
-) -> usize {
-    let spans: Vec<Range<usize>> = re
-        .find_iter(text)
-        .filter_map(|m| {
-            let part = secret(m.as_str())?;
-            let span = m.start() + part.start..m.start() + part.end;
-            (text.get(span.clone()) != Some(FILTERED)).then_some(span)
-        })
+/// Replaces the secrets at `spans` of `text` (as [`filter_spans`] does)
+/// unless they are filtered already; returns how many it replaced.
+fn filter_secrets(text: &mut String, spans: &[Range<usize>]) -> usize {
+    let secrets: Vec<Range<usize>> = spans
+        .iter()
+        .filter(|span| text.get((*span).clone()) != Some(FILTERED))
+        .cloned()
         .collect();
-    filter_spans(text, &spans)
+    filter_spans(text, &secrets)
+}
+
+/// A content pattern, found by its scanner in ASCII text (see [`find`])
+/// and by its regex in other text.
+struct Finder {
+    ascii: fn(&[u8]) -> Vec<Range<usize>>,
+    regex: fn(&Patterns) -> Option<&Regex>,
+    /// The part of a regex match that the rule replaces.
+    part: fn(&str) -> Option<Range<usize>>,
+}
+
+impl Finder {
+    /// The parts of `text` the rule replaces, in order.
+    fn find(&self, text: &str) -> Vec<Range<usize>> {
+        if text.is_ascii() {
+            (self.ascii)(text.as_bytes())
+        } else {
+            regex_parts((self.regex)(&PATTERNS), text, self.part)
+        }
+    }
+}
+
+/// Card numbers: whole matches, for [`card_len`] to measure.
+const CARDS: Finder = Finder {
+    ascii: ascii_cards,
+    regex: |p| p.card.as_ref(),
+    part: |m| Some(0..m.len()),
+};
+
+const URL_PASSWORDS: Finder = Finder {
+    ascii: ascii_url_passwords,
+    regex: |p| p.url_password.as_ref(),
+    part: url_password,
+};
+
+const BEARER_TOKENS: Finder = Finder {
+    ascii: ascii_bearer_tokens,
+    regex: |p| p.bearer.as_ref(),
+    part: bearer_token,
+};
+
+/// The secret part of every match of `re` in `text`, as `part` finds it in
+/// the match's text. Reading the part from the match rather than from a
+/// capture group keeps the search to the regex's fast engine.
+fn regex_parts(
+    re: Option<&Regex>,
+    text: &str,
+    part: fn(&str) -> Option<Range<usize>>,
+) -> Vec<Range<usize>> {
+    re.map_or_else(Vec::new, |re| {
+        re.find_iter(text)
+            .filter_map(|m| {
+                let part = part(m.as_str())?;
+                Some(m.start() + part.start..m.start() + part.end)
+            })
+            .collect()
+    })
 }
 
 /// The password in a match of the `url_password` pattern
@@ -970,29 +838,34 @@ fn luhn(digits: &[u8]) -> bool {
 /// with single spaces or dashes between): the longest prefix of 13 to 19
 /// digits that ends between groups and passes Luhn.
 fn card_len(candidate: &str) -> Option<usize> {
-    let digits: Vec<(usize, u8)> = candidate
+    // The first 19 digits (no card has more) and where each is, without
+    // allocating: every card-like string of an event comes here.
+    let (mut values, mut ends) = ([0u8; 19], [0usize; 19]);
+    let mut count = 0;
+    for (i, c) in candidate
         .bytes()
         .enumerate()
         .filter(|(_, c)| c.is_ascii_digit())
-        .map(|(i, c)| (i, c - b'0'))
-        .collect();
-    let values: Vec<u8> = digits.iter().map(|(_, d)| *d).collect();
-    (13..=digits.len().min(19)).rev().find_map(|n| {
-        let (last, _) = *digits.get(n - 1)?;
-        let ends_group = n == digits.len() || !candidate.as_bytes().get(last + 1)?.is_ascii_digit();
-        (ends_group && luhn(values.get(..n)?)).then_some(last + 1)
+    {
+        if let (Some(value), Some(end)) = (values.get_mut(count), ends.get_mut(count)) {
+            (*value, *end) = (c - b'0', i + 1);
+        }
+        count += 1;
+    }
+    (13..=count.min(19)).rev().find_map(|n| {
+        let end = *ends.get(n - 1)?;
+        let ends_group = n == count || !candidate.as_bytes().get(end)?.is_ascii_digit();
+        (ends_group && luhn(values.get(..n)?)).then_some(end)
     })
 }
 
 fn scrub_cards(text: &mut String) -> usize {
-    let Some(re) = PATTERNS.card.as_ref() else {
-        return 0;
-    };
-    let cards: Vec<Range<usize>> = re
-        .find_iter(text)
+    let cards: Vec<Range<usize>> = CARDS
+        .find(text)
+        .into_iter()
         // Digits after a decimal point are a fraction (`sample_rand=0.59...`).
-        .filter(|m| !text.get(..m.start()).is_some_and(|t| t.ends_with('.')))
-        .filter_map(|m| card_len(m.as_str()).map(|len| m.start()..m.start() + len))
+        .filter(|m| !text.get(..m.start).is_some_and(|t| t.ends_with('.')))
+        .filter_map(|m| card_len(text.get(m.clone())?).map(|len| m.start..m.start + len))
         .collect();
     filter_spans(text, &cards)
 }

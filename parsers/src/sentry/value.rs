@@ -78,6 +78,18 @@ pub(crate) fn cap_chars(text: &mut String, max: usize) -> bool {
     true
 }
 
+/// Sets `key` of `event` to `value`. A key that is there already is kept
+/// rather than made again: normalisation writes back several fields of
+/// every event.
+pub(crate) fn set(event: &mut Map<String, Value>, key: &str, value: Value) {
+    match event.get_mut(key) {
+        Some(slot) => *slot = value,
+        None => {
+            event.insert(key.to_owned(), value);
+        }
+    }
+}
+
 /// Appends `entry` to the event's `errors` list (creating it, or replacing a
 /// value that is not a list), unless an equal entry is already there or the
 /// list holds [`MAX_ERRORS`] entries.
