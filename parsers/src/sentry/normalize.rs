@@ -690,8 +690,18 @@ fn normalize_tags(event: &mut Map<String, Value>, limits: &NormalizeLimits) {
         }
     }
     for key in ["server_name", "site"] {
-        if let Some(Value::String(v)) = event.get(key) {
-            entries.push((key.to_owned(), Value::String(v.clone())));
+        match event.get(key) {
+            // A host or site name is one line. A multi-line one would be
+            // dropped as a tag now and offered again once scrubbing has
+            // made it one line: it goes, so normalising twice changes
+            // nothing more.
+            Some(Value::String(v)) if v.contains('\n') => {
+                event.remove(key);
+                let reason = "expected one line of text, found several";
+                push_error(event, invalid(key, reason.to_owned()));
+            }
+            Some(Value::String(v)) => entries.push((key.to_owned(), Value::String(v.clone()))),
+            _ => {}
         }
     }
 
