@@ -13,6 +13,7 @@
 //! configuration files (the binary does), and must not run CPU-heavy indexing on
 //! the async reactor.
 
+pub mod alert;
 pub mod issues;
 pub mod metrics;
 pub mod query;

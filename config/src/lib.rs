@@ -7,13 +7,17 @@
 //! line and key. This crate does not start components: it only describes them,
 //! with the defaults documented on each field.
 
+mod alerting;
 mod error;
 mod interpolate;
+mod receivers;
 mod schema;
 mod sentry;
 mod values;
 
+pub use alerting::AlertingConfig;
 pub use error::ConfigError;
+pub use receivers::ReceiverConfig;
 pub use schema::*;
 pub use sentry::{
     FiltersConfig, RateLimitConfig, ScrubConfig, SentryConfig, SentryLimits, SentryProject,

@@ -334,6 +334,10 @@ pub struct AggregatorConfig {
     /// Sentry issues (`<data_dir>/issues/`).
     #[serde(default)]
     pub issues: IssuesConfig,
+    /// Alert rules, routing and receivers (`<data_dir>/alerts/` holds their
+    /// state).
+    #[serde(default)]
+    pub alerting: crate::AlertingConfig,
 }
 
 impl Default for AggregatorConfig {
@@ -344,6 +348,7 @@ impl Default for AggregatorConfig {
             retention_days: default_retention(),
             commit_interval: default_commit_interval(),
             issues: IssuesConfig::default(),
+            alerting: crate::AlertingConfig::default(),
         }
     }
 }

@@ -1,0 +1,23 @@
+//! `aggregator.alerting`: alert rules over logs and errors, the routing tree,
+//! inhibition, and the receivers that deliver notifications to chat groups.
+//!
+//! The semantics follow Prometheus (rules: `for`, `keep_firing_for`, labels,
+//! annotations) and Alertmanager (route, inhibit_rules, receivers), so that a
+//! team's existing configuration reads the same here.
+
+use serde::Deserialize;
+
+use crate::receivers::ReceiverConfig;
+
+/// `aggregator.alerting`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertingConfig {
+    /// The URL users reach the aggregator's HTTP API at, for links in
+    /// messages (search and issue links). Default: the HTTP listener's address.
+    #[serde(default)]
+    pub external_url: Option<String>,
+    /// Receivers, by name: where notifications go.
+    #[serde(default)]
+    pub receivers: Vec<ReceiverConfig>,
+}
