@@ -43,6 +43,21 @@ pub trait Notifier: Send + Sync {
     fn send_resolved(&self) -> bool;
     /// Delivers `n` to every integration of the receiver.
     fn notify<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<(), NotifyError>>;
+    /// Exactly what [`Notifier::notify`] would send for `n`, without sending
+    /// it (`mecha alert preview`).
+    fn preview(&self, n: &Notification) -> Vec<Preview>;
+}
+
+/// One request a receiver would send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preview {
+    /// The integration (`wecom`, `dingtalk`, `feishu`, `slack`, `webhook`)
+    /// and its index under the receiver.
+    pub integration: String,
+    /// The URL, with secrets (robot keys, signatures) masked.
+    pub url: String,
+    /// The request body as sent.
+    pub body: String,
 }
 
 /// The receivers of a config, by name.
