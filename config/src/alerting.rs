@@ -8,6 +8,7 @@
 use serde::Deserialize;
 
 use crate::receivers::ReceiverConfig;
+use crate::route::{InhibitRuleConfig, RouteConfig};
 
 /// `aggregator.alerting`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -20,4 +21,13 @@ pub struct AlertingConfig {
     /// Receivers, by name: where notifications go.
     #[serde(default)]
     pub receivers: Vec<ReceiverConfig>,
+    /// The routing tree: which receiver each alert goes to, grouped how and
+    /// notified when. Without it alerts are kept (and listed by the API) but
+    /// not notified.
+    #[serde(default)]
+    pub route: Option<RouteConfig>,
+    /// While an alert matching a rule's source fires, alerts matching its
+    /// target (with equal `equal` labels) are not notified.
+    #[serde(default)]
+    pub inhibit_rules: Vec<InhibitRuleConfig>,
 }

@@ -11,6 +11,7 @@ mod alerting;
 mod error;
 mod interpolate;
 mod receivers;
+mod route;
 mod schema;
 mod sentry;
 mod values;
@@ -18,6 +19,10 @@ mod values;
 pub use alerting::AlertingConfig;
 pub use error::ConfigError;
 pub use receivers::ReceiverConfig;
+pub use route::{
+    DEFAULT_GROUP_INTERVAL, DEFAULT_GROUP_WAIT, DEFAULT_REPEAT_INTERVAL, GroupBy,
+    InhibitRuleConfig, MatchOp, Matcher, RouteConfig, matches_all, parse_matchers,
+};
 pub use schema::*;
 pub use sentry::{
     FiltersConfig, RateLimitConfig, ScrubConfig, SentryConfig, SentryLimits, SentryProject,
