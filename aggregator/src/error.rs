@@ -66,6 +66,24 @@ pub enum Error {
         /// The underlying error, rendered.
         reason: String,
     },
+    /// The alert state (notification log, silences) could not be read or
+    /// written.
+    #[error("alert state: {action}: {reason}")]
+    AlertStore {
+        /// What we were doing (`write silence`, `open notification log`, ...).
+        action: &'static str,
+        /// The underlying error, rendered.
+        reason: String,
+    },
+    /// A request or config item the alerting API cannot accept (a silence
+    /// without matchers, an end before its start, ...).
+    #[error("{what}: {reason}")]
+    Invalid {
+        /// What was given (`silence`, `route matchers`).
+        what: &'static str,
+        /// What was expected and what was found.
+        reason: String,
+    },
     /// A search query could not be parsed.
     #[error("invalid query {query:?}: {reason}")]
     Query {
@@ -127,6 +145,9 @@ impl Error {
 
     /// Whether the error is the caller's fault (a bad query or parameter).
     pub fn is_bad_request(&self) -> bool {
-        matches!(self, Error::Query { .. } | Error::Param { .. })
+        matches!(
+            self,
+            Error::Query { .. } | Error::Param { .. } | Error::Invalid { .. }
+        )
     }
 }

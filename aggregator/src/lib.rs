@@ -65,6 +65,10 @@ pub struct AggregatorOptions {
     /// Events kept per issue for the events API (the newest; counts go on
     /// regardless). Default 100.
     pub max_events_per_issue: u64,
+    /// Routing, inhibition and receivers of alerts; silences and the
+    /// notification log live under `data_dir/alerts/`. Default: no route
+    /// (alerts are listed, not notified).
+    pub alerting: mecha_config::AlertingConfig,
 }
 
 impl Default for AggregatorOptions {
@@ -77,6 +81,7 @@ impl Default for AggregatorOptions {
             commit_interval: Duration::from_millis(500),
             max_pending_bytes: 64 * 1024 * 1024,
             max_events_per_issue: 100,
+            alerting: mecha_config::AlertingConfig::default(),
         }
     }
 }
@@ -89,6 +94,7 @@ pub struct Aggregator {
     issues: Arc<IssueStore>,
     hooks: broadcast::Sender<IssueEvent>,
     metrics: Arc<Metrics>,
+    alerting: alert::Alerting,
     grpc_addr: Option<SocketAddr>,
     http_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
@@ -166,14 +172,27 @@ impl Aggregator {
             servers.push(("grpc", task));
         }
         let mut http_addr = None;
+        let mut http_listener = None;
         if let Some(addr) = opts.http_listen {
             let listener = bind("http", addr).await?;
             http_addr = Some(local_addr("http", addr, &listener)?);
+            http_listener = Some(listener);
+        }
+        let external_url = http_addr.map_or_else(String::new, |a| format!("http://{a}"));
+        let alerting = alert::Alerting::start(
+            &opts.alerting,
+            &opts.data_dir,
+            Arc::clone(&metrics),
+            external_url,
+        )
+        .await?;
+        if let Some(listener) = http_listener {
             let router = query::router(query::ApiState {
                 store: Arc::clone(&store),
                 issues: Arc::clone(&issues),
                 metrics: Arc::clone(&metrics),
                 ready: Arc::clone(&ready),
+                alerting: alerting.clone(),
             });
             let signal = wait_for_stop(stopped.clone());
             let task = tokio::spawn(async move {
@@ -194,6 +213,7 @@ impl Aggregator {
             issues,
             hooks,
             metrics,
+            alerting,
             grpc_addr,
             http_addr,
             stop,
@@ -238,6 +258,16 @@ impl Aggregator {
         self.hooks.subscribe()
     }
 
+    /// Where alerts go: the dispatcher (rules and tests put alerts here).
+    pub fn alert_sink(&self) -> Arc<dyn alert::AlertSink> {
+        self.alerting.sink()
+    }
+
+    /// The alerting pipeline, for in-process reads.
+    pub fn alerting(&self) -> &alert::Alerting {
+        &self.alerting
+    }
+
     /// The aggregator's metrics.
     pub fn metrics(&self) -> Arc<Metrics> {
         Arc::clone(&self.metrics)
@@ -260,6 +290,7 @@ impl Aggregator {
             }
         }
         self.retention_task.abort();
+        self.alerting.shutdown().await;
         self.ingest.shutdown().await;
         if let Err(e) = self.writer_task.await {
             first_error.get_or_insert(Error::Task {

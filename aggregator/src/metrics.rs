@@ -5,7 +5,8 @@
 //! This module must not decide anything: it only counts.
 
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::Error;
@@ -20,6 +21,10 @@ pub enum DiscardReason {
     Duplicate,
     /// Its day is older than the retention period.
     OlderThanRetention,
+    /// An alert without labels.
+    InvalidAlert,
+    /// A new alert while the dispatcher holds its maximum.
+    AlertLimit,
 }
 
 impl DiscardReason {
@@ -28,6 +33,8 @@ impl DiscardReason {
         match self {
             DiscardReason::Duplicate => "duplicate",
             DiscardReason::OlderThanRetention => "older_than_retention",
+            DiscardReason::InvalidAlert => "invalid_alert",
+            DiscardReason::AlertLimit => "alert_limit",
         }
     }
 }
@@ -102,6 +109,29 @@ impl SearchOutcome {
     }
 }
 
+/// What became of one delivery attempt to a receiver (the `outcome` label of
+/// `mecha_alert_notifications_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyOutcome {
+    /// Delivered.
+    Success,
+    /// Failed; retried later.
+    RetryableError,
+    /// Failed; retrying cannot help.
+    PermanentError,
+}
+
+impl NotifyOutcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyOutcome::Success => "success",
+            NotifyOutcome::RetryableError => "retryable_error",
+            NotifyOutcome::PermanentError => "permanent_error",
+        }
+    }
+}
+
 /// All metrics of the aggregator, registered in one registry.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -132,6 +162,11 @@ pub struct Metrics {
     /// Time to group one event.
     pub grouping_duration: Histogram,
     issue_requests: IntCounterVec,
+    alerts: IntGaugeVec,
+    alert_notifications: IntCounterVec,
+    alert_groups: IntGauge,
+    alert_nflog_entries: IntGauge,
+    alert_silences: IntGaugeVec,
 }
 
 impl Metrics {
@@ -230,6 +265,40 @@ impl Metrics {
             ),
             &["outcome"],
         )?;
+        let alerts = IntGaugeVec::new(
+            Opts::new(
+                "mecha_alerts",
+                "Unresolved alerts held by the dispatcher, by state (active, suppressed).",
+            ),
+            &["state"],
+        )?;
+        let alert_notifications = IntCounterVec::new(
+            Opts::new(
+                "mecha_alert_notifications_total",
+                "Delivery attempts of alert notifications, by receiver and outcome.",
+            ),
+            &["receiver", "outcome"],
+        )?;
+        let alert_groups = IntGauge::new(
+            "mecha_alert_groups",
+            "Aggregation groups of the alert dispatcher.",
+        )?;
+        let alert_nflog_entries = IntGauge::new(
+            "mecha_alert_nflog_entries",
+            "Entries in the notification log (receiver and group).",
+        )?;
+        let alert_silences = IntGaugeVec::new(
+            Opts::new(
+                "mecha_alert_silences",
+                "Silences, by state (pending, active, expired).",
+            ),
+            &["state"],
+        )?;
+        registry.register(Box::new(alerts.clone()))?;
+        registry.register(Box::new(alert_notifications.clone()))?;
+        registry.register(Box::new(alert_groups.clone()))?;
+        registry.register(Box::new(alert_nflog_entries.clone()))?;
+        registry.register(Box::new(alert_silences.clone()))?;
         registry.register(Box::new(issue_events.clone()))?;
         registry.register(Box::new(issues_created.clone()))?;
         registry.register(Box::new(issues_regressed.clone()))?;
@@ -264,7 +333,42 @@ impl Metrics {
             issue_store_errors,
             grouping_duration,
             issue_requests,
+            alerts,
+            alert_notifications,
+            alert_groups,
+            alert_nflog_entries,
+            alert_silences,
         })
+    }
+
+    /// Counts one delivery attempt of an alert notification.
+    pub fn alert_notification(&self, receiver: &str, outcome: NotifyOutcome) {
+        self.alert_notifications
+            .with_label_values(&[receiver, outcome.as_str()])
+            .inc();
+    }
+
+    /// Sets the dispatcher's gauges: alerts by state, groups, notification
+    /// log entries and silences (pending, active, expired).
+    pub fn alert_gauges(
+        &self,
+        active: i64,
+        suppressed: i64,
+        groups: usize,
+        nflog_entries: usize,
+        silences: (usize, usize, usize),
+    ) {
+        self.alerts.with_label_values(&["active"]).set(active);
+        self.alerts.with_label_values(&["suppressed"]).set(suppressed);
+        self.alert_groups.set(gauge(groups));
+        self.alert_nflog_entries.set(gauge(nflog_entries));
+        for (state, n) in [
+            ("pending", silences.0),
+            ("active", silences.1),
+            ("expired", silences.2),
+        ] {
+            self.alert_silences.with_label_values(&[state]).set(gauge(n));
+        }
     }
 
     /// Counts Sentry events by outcome.
@@ -325,6 +429,10 @@ impl Metrics {
     }
 }
 
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,6 +446,8 @@ mod tests {
         m.issue_events(EventOutcome::Grouped, 2);
         m.issue_store_error("record");
         m.issue_request(SearchOutcome::BadRequest);
+        m.alert_notification("ops", NotifyOutcome::RetryableError);
+        m.alert_gauges(2, 1, 3, 4, (0, 5, 6));
         let text = m.render();
         for name in [
             "mecha_aggregator_received_records_total{transport=\"grpc\"} 3",
@@ -353,6 +463,11 @@ mod tests {
             "mecha_aggregator_issues_created_total 0",
             "mecha_aggregator_issues_regressed_total 0",
             "mecha_aggregator_issue_grouping_seconds_bucket",
+            "mecha_alert_notifications_total{outcome=\"retryable_error\",receiver=\"ops\"} 1",
+            "mecha_alerts{state=\"suppressed\"} 1",
+            "mecha_alert_groups 3",
+            "mecha_alert_nflog_entries 4",
+            "mecha_alert_silences{state=\"expired\"} 6",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }

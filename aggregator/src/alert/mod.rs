@@ -11,10 +11,17 @@
 //! This module must not index or search by itself (rules query the store
 //! through its API) and must not block the reactor.
 
+pub mod dispatch;
 pub mod model;
 pub mod notify;
 
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::Error;
+use crate::alert::dispatch::{Clock, Dispatcher, DispatcherOptions};
 use crate::alert::model::Alert;
+use crate::metrics::Metrics;
 
 /// Where alerts go once produced: the dispatcher, which groups, inhibits,
 /// silences and routes them.
@@ -29,4 +36,54 @@ use crate::alert::model::Alert;
 pub trait AlertSink: Send + Sync + 'static {
     /// Hands over the alerts of one evaluation (or one external push).
     fn put(&self, alerts: Vec<Alert>);
+}
+
+/// The alerting pipeline of a running aggregator: the dispatcher with its
+/// receivers, silences and notification log under `<data_dir>/alerts/`.
+/// Without a `route` in the config it keeps and lists alerts but notifies
+/// nobody.
+#[derive(Debug, Clone)]
+pub struct Alerting {
+    dispatcher: Dispatcher,
+}
+
+impl Alerting {
+    /// Builds the receivers and starts the dispatcher; `external_url` goes
+    /// into notifications when the config sets none.
+    pub async fn start(
+        config: &mecha_config::AlertingConfig,
+        data_dir: &Path,
+        metrics: Arc<Metrics>,
+        external_url: String,
+    ) -> Result<Alerting, Error> {
+        let notifiers = notify::build(&config.receivers)?;
+        let dispatcher = Dispatcher::start(
+            DispatcherOptions {
+                route: config.route.clone(),
+                inhibit_rules: config.inhibit_rules.clone(),
+                notifiers,
+                dir: data_dir.join("alerts"),
+                external_url: config.external_url.clone().unwrap_or(external_url),
+                clock: Clock::System,
+            },
+            metrics,
+        )
+        .await?;
+        Ok(Alerting { dispatcher })
+    }
+
+    /// Where rules (and the Alertmanager bridge) put alerts.
+    pub fn sink(&self) -> Arc<dyn AlertSink> {
+        Arc::new(self.dispatcher.clone())
+    }
+
+    /// The dispatcher, for the API.
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
+    }
+
+    /// Stops the dispatcher's tasks.
+    pub async fn shutdown(&self) {
+        self.dispatcher.shutdown().await;
+    }
 }

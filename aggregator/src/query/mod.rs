@@ -1,10 +1,11 @@
-//! The HTTP API: log search, issues ([`issues`]), health, readiness and the
-//! aggregator's `/metrics`.
+//! The HTTP API: log search, issues ([`issues`]), alerts and silences
+//! ([`alerts`]), health, readiness and the aggregator's `/metrics`.
 //!
 //! Handlers translate HTTP to store calls and back; searches run on blocking
 //! threads because tantivy reads are CPU and disk work. This module must not
 //! write to the store.
 
+pub mod alerts;
 pub mod issues;
 pub mod params;
 
@@ -33,6 +34,7 @@ pub(crate) struct ApiState {
     pub issues: Arc<IssueStore>,
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
+    pub alerting: crate::alert::Alerting,
 }
 
 /// The routes of the HTTP API.
@@ -43,6 +45,7 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .merge(issues::routes())
+        .merge(alerts::routes())
         .with_state(state)
 }
 
