@@ -35,6 +35,11 @@ enum Command {
     /// List Sentry issues (`mecha issues --project 1`), or change one
     /// (`mecha issues resolve 12`).
     Issues(cli::issues::IssuesArgs),
+    /// Silence alerts (`mecha silence add 'alertname=X' --duration 2h -c why`),
+    /// list silences, or expire one (`mecha silence expire ID`).
+    Silence(cli::silence::SilenceArgs),
+    /// List active alerts with their state (active, suppressed).
+    Alerts(cli::silence::AlertsArgs),
     /// Parse lines with a format and print one JSON event per record.
     Parse(cli::parse::ParseArgs),
     /// Check a config file without starting anything.
@@ -85,6 +90,8 @@ fn main() -> ExitCode {
         Command::Aggregator(a) => cli::run::run(cli::run::Role::Aggregator, to_overrides(a)),
         Command::Search(a) => cli::search::run(a),
         Command::Issues(a) => cli::issues::run(a),
+        Command::Silence(a) => cli::silence::run(a),
+        Command::Alerts(a) => cli::silence::run_alerts(a),
         Command::Parse(a) => cli::parse::run(a),
         Command::Validate { config } => cli::validate::run(&config),
     };

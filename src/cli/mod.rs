@@ -5,4 +5,5 @@ pub mod issues;
 pub mod parse;
 pub mod run;
 pub mod search;
+pub mod silence;
 pub mod validate;
