@@ -63,7 +63,7 @@ async fn list_alerts(
     State(state): State<ApiState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
-    let result = (|| {
+    let result = (|| -> Result<Value, Error> {
         let Query(params) = query.map_err(|r| Error::Param {
             name: "query string",
             expected: "filter, silenced, inhibited, active",
@@ -117,11 +117,16 @@ fn flag(name: &'static str, v: &str) -> Result<bool, Error> {
 
 fn render_alert(v: &AlertView) -> Value {
     let a = &v.alert;
+    let ends_at = if a.ends_at > a.starts_at {
+        Value::from(time(&a.ends_at))
+    } else {
+        Value::Null
+    };
     json!({
         "labels": a.labels,
         "annotations": a.annotations,
         "startsAt": time(&a.starts_at),
-        "endsAt": if a.ends_at > a.starts_at { Value::from(time(&a.ends_at)) } else { Value::Null },
+        "endsAt": ends_at,
         "generatorURL": a.generator_url,
         "fingerprint": a.fingerprint,
         "receivers": v.receivers.iter().map(|r| json!({"name": r})).collect::<Vec<_>>(),

@@ -74,9 +74,10 @@ impl Clock {
     pub fn now(&self) -> DateTime<Utc> {
         match self {
             Clock::System => Utc::now(),
-            Clock::Tokio { wall, at } => {
-                *wall + chrono::TimeDelta::from_std(at.elapsed()).unwrap_or(chrono::TimeDelta::MAX)
-            }
+            Clock::Tokio { wall, at } => chrono::TimeDelta::from_std(at.elapsed())
+                .ok()
+                .and_then(|d| wall.checked_add_signed(d))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
         }
     }
 }
@@ -219,9 +220,11 @@ impl Shared {
                     });
                     // An alert that started long ago (a restart, a producer
                     // catching up) need not wait for more (Alertmanager).
-                    let wait = chrono::TimeDelta::from_std(r.group_wait)
-                        .unwrap_or(chrono::TimeDelta::MAX);
-                    if !group.flushed && merged.starts_at + wait <= now {
+                    let waited = chrono::TimeDelta::from_std(r.group_wait)
+                        .ok()
+                        .and_then(|w| merged.starts_at.checked_add_signed(w))
+                        .is_some_and(|t| t <= now);
+                    if !group.flushed && waited {
                         group.wake.notify_one();
                     }
                     group
@@ -254,7 +257,8 @@ impl Shared {
                     .flat_map(|r| r.matching(&a.labels))
                     .map(|r| r.receiver.clone())
                     .collect();
-                receivers.dedup();
+                let mut seen = BTreeSet::new();
+                receivers.retain(|r| seen.insert(r.clone()));
                 AlertView {
                     alert: (*a).clone(),
                     receivers,

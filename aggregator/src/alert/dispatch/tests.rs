@@ -238,7 +238,9 @@ async fn alerts_arriving_within_group_wait_are_sent_together() {
     assert!(h.sent("ops").is_empty(), "sent before group_wait");
     h.at(31).await;
     assert_eq!(h.sent("ops"), s(&[(30, "firing A,B")]));
-    let n = &h.receivers["ops"].sent.lock().unwrap_or_else(|p| p.into_inner())[0].1;
+    let n = h.receivers["ops"].sent.lock().unwrap_or_else(|p| p.into_inner())[0]
+        .1
+        .clone();
     assert_eq!(n.group_key, "{}:{}");
     assert_eq!(n.external_url, "http://mecha.test");
     assert_eq!(n.common_annotations.get("summary").map(String::as_str), Some("it broke"));
