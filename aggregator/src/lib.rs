@@ -6,8 +6,9 @@
 //! [`Ingest`] handle. Records are deduplicated by source position and indexed
 //! into one tantivy index per UTC day ([`store`]) with group commits; records
 //! that carry a Sentry event are first grouped into issues ([`issues`]). The
-//! HTTP API ([`query`]) searches logs and serves issues. [`Aggregator`] wires
-//! these together.
+//! HTTP API ([`query`]) searches logs and serves issues, alerts and
+//! silences; alerts are routed, grouped and notified by [`alert`].
+//! [`Aggregator`] wires these together.
 //!
 //! This crate must not depend on the agent, must not parse command lines or
 //! configuration files (the binary does), and must not run CPU-heavy indexing on

@@ -31,8 +31,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// One aggregation group.
 #[derive(Debug)]
 pub(super) struct Group {
-    /// The route it belongs to.
-    pub route: Arc<Route>,
     /// Its group-by label values.
     pub labels: Labels,
     /// Its alerts, by fingerprint.
@@ -44,10 +42,9 @@ pub(super) struct Group {
 }
 
 impl Group {
-    /// An empty group of `route`.
-    pub fn new(route: Arc<Route>, labels: Labels) -> Group {
+    /// An empty group with these group-by label values.
+    pub fn new(labels: Labels) -> Group {
         Group {
-            route,
             labels,
             alerts: BTreeMap::new(),
             flushed: false,

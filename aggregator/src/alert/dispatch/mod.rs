@@ -214,7 +214,7 @@ impl Shared {
                     let labels = r.group_labels(&merged.labels);
                     let key = r.group_key(&labels);
                     let group = st.groups.entry(key.clone()).or_insert_with(|| {
-                        let g = Group::new(Arc::clone(&r), labels);
+                        let g = Group::new(labels);
                         spawn.push((key, Arc::clone(&r), Arc::clone(&g.wake)));
                         g
                     });
