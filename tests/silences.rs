@@ -64,7 +64,10 @@ fn silences_are_added_listed_and_expired_from_the_command_line() {
 
     let table = stdout(&mecha(&["silence", "list", "--server", &server]));
     assert!(table.contains(&id), "{table}");
-    assert!(table.contains("alertname=\"DiskFull\" namespace=~\"shop.*\""), "{table}");
+    assert!(
+        table.contains("alertname=\"DiskFull\" namespace=~\"shop.*\""),
+        "{table}"
+    );
     assert!(table.contains("resizing volumes"), "{table}");
     let list = listed(&server, false);
     assert_eq!(list.len(), 1);
@@ -98,11 +101,30 @@ fn silences_are_added_listed_and_expired_from_the_command_line() {
     let out = mecha(&["silence", "expire", &id, "--server", &server]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already expired"));
-    let out = mecha(&["silence", "add", "severity=~\"(\"", "-c", "x", "--server", &server]);
+    let out = mecha(&[
+        "silence",
+        "add",
+        "severity=~\"(\"",
+        "-c",
+        "x",
+        "--server",
+        &server,
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("matcher") && err.contains("invalid regex"), "{err}");
-    let out = mecha(&["silence", "add", "team=~\".*\"", "-c", "x", "--server", &server]);
+    assert!(
+        err.contains("matcher") && err.contains("invalid regex"),
+        "{err}"
+    );
+    let out = mecha(&[
+        "silence",
+        "add",
+        "team=~\".*\"",
+        "-c",
+        "x",
+        "--server",
+        &server,
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("empty string"));
     agg.stop();

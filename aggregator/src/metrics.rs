@@ -359,7 +359,9 @@ impl Metrics {
         silences: (usize, usize, usize),
     ) {
         self.alerts.with_label_values(&["active"]).set(active);
-        self.alerts.with_label_values(&["suppressed"]).set(suppressed);
+        self.alerts
+            .with_label_values(&["suppressed"])
+            .set(suppressed);
         self.alert_groups.set(gauge(groups));
         self.alert_nflog_entries.set(gauge(nflog_entries));
         for (state, n) in [
@@ -367,7 +369,9 @@ impl Metrics {
             ("active", silences.1),
             ("expired", silences.2),
         ] {
-            self.alert_silences.with_label_values(&[state]).set(gauge(n));
+            self.alert_silences
+                .with_label_values(&[state])
+                .set(gauge(n));
         }
     }
 

@@ -121,7 +121,9 @@ impl Matcher {
         let mut all = parse_matchers(s)?;
         match all.len() {
             1 => Ok(all.remove(0)),
-            0 => Err(format!("expected a matcher such as alertname=\"X\", found {s:?}")),
+            0 => Err(format!(
+                "expected a matcher such as alertname=\"X\", found {s:?}"
+            )),
             n => Err(format!("expected one matcher, found {n} in {s:?}")),
         }
     }
@@ -220,7 +222,11 @@ pub fn parse_matchers(s: &str) -> Result<Vec<Matcher>, String> {
             while i < chars.len() && !matches!(chars[i], '=' | '!' | '~' | ',' | '"') {
                 i += 1;
             }
-            chars[start..i].iter().collect::<String>().trim().to_string()
+            chars[start..i]
+                .iter()
+                .collect::<String>()
+                .trim()
+                .to_string()
         };
         skip_ws(&mut i);
         let rest: String = chars[i..].iter().take(2).collect();
@@ -409,11 +415,7 @@ pub(crate) fn check(
     fail: &dyn Fn(String, String) -> ConfigError,
 ) -> Result<(), ConfigError> {
     let base = "aggregator.alerting";
-    let names: BTreeSet<&str> = alerting
-        .receivers
-        .iter()
-        .map(|r| r.name.as_str())
-        .collect();
+    let names: BTreeSet<&str> = alerting.receivers.iter().map(|r| r.name.as_str()).collect();
     if let Some(root) = &alerting.route {
         let at = format!("{base}.route");
         if root.receiver.is_none() {
@@ -535,7 +537,12 @@ mod tests {
                 "shop.*",
             ),
             ("team !~ \"a|b\"", "team", MatchOp::NotRegex, "a|b"),
-            ("{msg=\"say \\\"hi\\\"\"}", "msg", MatchOp::Equal, "say \"hi\""),
+            (
+                "{msg=\"say \\\"hi\\\"\"}",
+                "msg",
+                MatchOp::Equal,
+                "say \"hi\"",
+            ),
             ("empty=\"\"", "empty", MatchOp::Equal, ""),
         ];
         for (text, name, op, value) in cases {
@@ -544,7 +551,13 @@ mod tests {
             // What is displayed parses back to the same matcher.
             assert_eq!(Matcher::parse(&m.to_string()), Ok(m.clone()), "{text}");
         }
-        for bad in ["alertname", "=\"x\"", "a=~\"(\"", "a=\"x", "a=\"x\" b=\"y\""] {
+        for bad in [
+            "alertname",
+            "=\"x\"",
+            "a=~\"(\"",
+            "a=\"x",
+            "a=\"x\" b=\"y\"",
+        ] {
             assert!(Matcher::parse(bad).is_err(), "{bad} was accepted");
         }
         let list = parse_matchers("{a=\"1\", b=~\"2|3\"}").unwrap_or_default();

@@ -300,11 +300,7 @@ mod tests {
         }
     }
 
-    async fn call(
-        method: reqwest::Method,
-        url: String,
-        body: Option<Value>,
-    ) -> (u16, Value) {
+    async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
         let mut req = reqwest::Client::new().request(method, url);
         if let Some(b) = body {
             req = req.json(&b);
@@ -374,20 +370,41 @@ mod tests {
         );
         let (_, unsilenced) = call(
             reqwest::Method::GET,
-            format!("{base}/alerts?silenced=false&filter={}", encode("alertname=\"Down\"")),
+            format!(
+                "{base}/alerts?silenced=false&filter={}",
+                encode("alertname=\"Down\"")
+            ),
             None,
         )
         .await;
         assert_eq!(unsilenced.as_array().map(Vec::len), Some(1));
 
-        let (status, v) = call(reqwest::Method::DELETE, format!("{base}/silences/{id}"), None).await;
-        assert_eq!((status, &v["status"]["state"]), (200, &json!("expired")), "{v}");
+        let (status, v) = call(
+            reqwest::Method::DELETE,
+            format!("{base}/silences/{id}"),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, &v["status"]["state"]),
+            (200, &json!("expired")),
+            "{v}"
+        );
         let (_, alerts) = call(reqwest::Method::GET, format!("{base}/alerts"), None).await;
         assert!(
-            alerts.as_array().unwrap().iter().all(|a| a["status"]["state"] == "active"),
+            alerts
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|a| a["status"]["state"] == "active"),
             "{alerts}"
         );
-        let (status, _) = call(reqwest::Method::DELETE, format!("{base}/silences/{id}"), None).await;
+        let (status, _) = call(
+            reqwest::Method::DELETE,
+            format!("{base}/silences/{id}"),
+            None,
+        )
+        .await;
         assert_eq!(status, 400, "expiring twice");
         let (status, _) = call(reqwest::Method::GET, format!("{base}/silences/nope"), None).await;
         assert_eq!(status, 404);
@@ -409,10 +426,22 @@ mod tests {
         let ends = (chrono::Utc::now() + chrono::TimeDelta::hours(1)).to_rfc3339();
         let past = (chrono::Utc::now() - chrono::TimeDelta::hours(1)).to_rfc3339();
         let cases = [
-            (json!({"matchers": [], "endsAt": ends, "createdBy": "a"}), "at least one matcher"),
-            (json!({"matchers": ["a=~\"(\""], "endsAt": ends, "createdBy": "a"}), "invalid regex"),
-            (json!({"matchers": ["a=\"1\""], "endsAt": past, "createdBy": "a"}), "endsAt"),
-            (json!({"matchers": ["a=\"1\""], "endsAt": ends, "createdBy": ""}), "createdBy"),
+            (
+                json!({"matchers": [], "endsAt": ends, "createdBy": "a"}),
+                "at least one matcher",
+            ),
+            (
+                json!({"matchers": ["a=~\"(\""], "endsAt": ends, "createdBy": "a"}),
+                "invalid regex",
+            ),
+            (
+                json!({"matchers": ["a=\"1\""], "endsAt": past, "createdBy": "a"}),
+                "endsAt",
+            ),
+            (
+                json!({"matchers": ["a=\"1\""], "endsAt": ends, "createdBy": ""}),
+                "createdBy",
+            ),
             (json!({"matchers": ["a=\"1\""], "createdBy": "a"}), "endsAt"),
         ];
         for (body, want) in cases {

@@ -134,7 +134,9 @@ async fn flush(shared: &Arc<Shared>, key: &str, route: &Arc<Route>, deadline: In
         let logged = tokio::task::spawn_blocking(move || nflog.log(&r, &k, entry)).await;
         match logged {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, group = key, "notification sent but not logged: it may be sent again"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, group = key, "notification sent but not logged: it may be sent again")
+            }
             Err(e) => tracing::warn!(error = %e, group = key, "notification log task failed"),
         }
     }
@@ -148,7 +150,11 @@ fn snapshot(shared: &Shared, key: &str, now: chrono::DateTime<chrono::Utc>) -> O
     let st = &mut *guard;
     let group = st.groups.get_mut(key)?;
     group.flushed = true;
-    let sources: Vec<&Alert> = st.alerts.values().filter(|a| !is_resolved(a, now)).collect();
+    let sources: Vec<&Alert> = st
+        .alerts
+        .values()
+        .filter(|a| !is_resolved(a, now))
+        .collect();
     let mut snap = Snapshot {
         labels: group.labels.clone(),
         alerts: Vec::new(),

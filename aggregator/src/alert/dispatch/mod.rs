@@ -207,8 +207,7 @@ impl Shared {
                     }
                     None => a,
                 };
-                st.alerts
-                    .insert(merged.fingerprint.clone(), merged.clone());
+                st.alerts.insert(merged.fingerprint.clone(), merged.clone());
                 let Some(root) = &self.route else { continue };
                 for r in root.matching(&merged.labels) {
                     let labels = r.group_labels(&merged.labels);
@@ -238,7 +237,10 @@ impl Shared {
             // Reap finished groups so that the set does not grow.
             while tasks.try_join_next().is_some() {}
             for (key, route, wake) in spawn {
-                tasks.spawn_on(group::run(Arc::clone(self), key, route, wake), &self.runtime);
+                tasks.spawn_on(
+                    group::run(Arc::clone(self), key, route, wake),
+                    &self.runtime,
+                );
             }
         }
     }
@@ -247,7 +249,11 @@ impl Shared {
     fn views(&self) -> Vec<AlertView> {
         let now = self.clock.now();
         let st = self.lock();
-        let firing: Vec<&Alert> = st.alerts.values().filter(|a| !is_resolved(a, now)).collect();
+        let firing: Vec<&Alert> = st
+            .alerts
+            .values()
+            .filter(|a| !is_resolved(a, now))
+            .collect();
         let mut out: Vec<AlertView> = firing
             .iter()
             .map(|a| {
@@ -276,7 +282,11 @@ impl Shared {
         let (mut active, mut suppressed) = (0i64, 0i64);
         let groups = {
             let st = self.lock();
-            let firing: Vec<&Alert> = st.alerts.values().filter(|a| !is_resolved(a, now)).collect();
+            let firing: Vec<&Alert> = st
+                .alerts
+                .values()
+                .filter(|a| !is_resolved(a, now))
+                .collect();
             for a in &firing {
                 let muted = !self.silences.silenced_by(&a.labels, now).is_empty()
                     || !self
@@ -329,7 +339,10 @@ impl std::fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dispatcher")
             .field("routed", &self.shared.route.is_some())
-            .field("receivers", &self.shared.notifiers.keys().collect::<Vec<_>>())
+            .field(
+                "receivers",
+                &self.shared.notifiers.keys().collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -343,7 +356,10 @@ impl AlertSink for Dispatcher {
 impl Dispatcher {
     /// Opens (or creates) `opts.dir/state.redb`, builds the routing tree and
     /// starts the maintenance task. Group tasks start as alerts arrive.
-    pub async fn start(opts: DispatcherOptions, metrics: Arc<Metrics>) -> Result<Dispatcher, Error> {
+    pub async fn start(
+        opts: DispatcherOptions,
+        metrics: Arc<Metrics>,
+    ) -> Result<Dispatcher, Error> {
         let route = opts.route.as_ref().map(Route::build).transpose()?;
         let dir = opts.dir.clone();
         let now = opts.clock.now();
@@ -360,7 +376,10 @@ impl Dispatcher {
             })?);
             let (nflog, dropped) = Nflog::open(Arc::clone(&db), now)?;
             if dropped > 0 {
-                tracing::info!(entries = dropped, "notification log entries past retention dropped");
+                tracing::info!(
+                    entries = dropped,
+                    "notification log entries past retention dropped"
+                );
             }
             let silences = Silences::open(db, now)?;
             Ok::<_, Error>((nflog, silences))
@@ -442,13 +461,8 @@ impl Dispatcher {
     /// are not sent; the notification log keeps what was).
     pub async fn shutdown(&self) {
         let _ = self.shared.stop.send(true);
-        let mut tasks = std::mem::take(
-            &mut *self
-                .shared
-                .tasks
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        let mut tasks =
+            std::mem::take(&mut *self.shared.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         while tasks.join_next().await.is_some() {}
     }
 }

@@ -119,9 +119,7 @@ impl Nflog {
         let txn = self.db.begin_write().map_err(db_error(act))?;
         {
             let mut table = txn.open_table(NFLOG).map_err(db_error(act))?;
-            table
-                .remove((receiver, group_key))
-                .map_err(db_error(act))?;
+            table.remove((receiver, group_key)).map_err(db_error(act))?;
         }
         txn.commit().map_err(db_error(act))?;
         let mut mem = self.mem.lock().unwrap_or_else(|p| p.into_inner());
@@ -194,18 +192,106 @@ mod tests {
         };
         let min = chrono::TimeDelta::minutes(1);
         #[allow(clippy::type_complexity)]
-        let cases: &[(Option<Entry>, &[&str], &[&str], bool, chrono::TimeDelta, bool, &str)] = &[
+        let cases: &[(
+            Option<Entry>,
+            &[&str],
+            &[&str],
+            bool,
+            chrono::TimeDelta,
+            bool,
+            &str,
+        )] = &[
             (None, &["a"], &[], true, min, true, "first notification"),
-            (None, &[], &["a"], true, min, false, "only resolved, never notified"),
-            (Some(entry(&["a"], &[])), &["a"], &[], true, min, false, "unchanged"),
-            (Some(entry(&["a"], &[])), &["a", "b"], &[], false, min, true, "new alert"),
-            (Some(entry(&["a", "b"], &[])), &["a"], &["b"], true, min, true, "resolved, send_resolved"),
-            (Some(entry(&["a", "b"], &[])), &["a"], &["b"], false, min, false, "resolved, no send_resolved"),
-            (Some(entry(&["a"], &[])), &["a"], &["c"], true, min, false, "resolved but never notified firing"),
-            (Some(entry(&["a"], &[])), &[], &["a"], false, min, true, "all resolved"),
-            (Some(entry(&[], &["a"])), &[], &["a"], true, min, false, "all resolved already notified"),
-            (Some(entry(&["a"], &[])), &["a"], &[], true, chrono::TimeDelta::hours(4), true, "repeat interval passed"),
-            (Some(entry(&["a"], &[])), &["a"], &[], true, chrono::TimeDelta::minutes(239), false, "repeat interval not passed"),
+            (
+                None,
+                &[],
+                &["a"],
+                true,
+                min,
+                false,
+                "only resolved, never notified",
+            ),
+            (
+                Some(entry(&["a"], &[])),
+                &["a"],
+                &[],
+                true,
+                min,
+                false,
+                "unchanged",
+            ),
+            (
+                Some(entry(&["a"], &[])),
+                &["a", "b"],
+                &[],
+                false,
+                min,
+                true,
+                "new alert",
+            ),
+            (
+                Some(entry(&["a", "b"], &[])),
+                &["a"],
+                &["b"],
+                true,
+                min,
+                true,
+                "resolved, send_resolved",
+            ),
+            (
+                Some(entry(&["a", "b"], &[])),
+                &["a"],
+                &["b"],
+                false,
+                min,
+                false,
+                "resolved, no send_resolved",
+            ),
+            (
+                Some(entry(&["a"], &[])),
+                &["a"],
+                &["c"],
+                true,
+                min,
+                false,
+                "resolved but never notified firing",
+            ),
+            (
+                Some(entry(&["a"], &[])),
+                &[],
+                &["a"],
+                false,
+                min,
+                true,
+                "all resolved",
+            ),
+            (
+                Some(entry(&[], &["a"])),
+                &[],
+                &["a"],
+                true,
+                min,
+                false,
+                "all resolved already notified",
+            ),
+            (
+                Some(entry(&["a"], &[])),
+                &["a"],
+                &[],
+                true,
+                chrono::TimeDelta::hours(4),
+                true,
+                "repeat interval passed",
+            ),
+            (
+                Some(entry(&["a"], &[])),
+                &["a"],
+                &[],
+                true,
+                chrono::TimeDelta::minutes(239),
+                false,
+                "repeat interval not passed",
+            ),
         ];
         for (entry, firing, resolved, send_resolved, after, want, what) in cases {
             let got = needs_update(
@@ -241,12 +327,13 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}"));
         }
         let db = Arc::new(Database::create(&path).unwrap_or_else(|e| panic!("{e}")));
-        let (log, dropped) =
-            Nflog::open(Arc::clone(&db), t0).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((log.get("ops", "{}:{}"), log.len(), dropped), (Some(e), 1, 0));
+        let (log, dropped) = Nflog::open(Arc::clone(&db), t0).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (log.get("ops", "{}:{}"), log.len(), dropped),
+            (Some(e), 1, 0)
+        );
         drop(log);
-        let (log, dropped) =
-            Nflog::open(db, t0 + RETENTION).unwrap_or_else(|e| panic!("{e}"));
+        let (log, dropped) = Nflog::open(db, t0 + RETENTION).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((log.len(), dropped), (0, 1));
     }
 }

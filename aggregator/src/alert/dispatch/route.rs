@@ -73,7 +73,9 @@ impl Route {
             group_by: config.group_by().unwrap_or_else(|| parent.group_by.clone()),
             group_wait: config.group_wait.map_or(parent.group_wait, |d| d.0),
             group_interval: config.group_interval.map_or(parent.group_interval, |d| d.0),
-            repeat_interval: config.repeat_interval.map_or(parent.repeat_interval, |d| d.0),
+            repeat_interval: config
+                .repeat_interval
+                .map_or(parent.repeat_interval, |d| d.0),
             matchers,
             continue_matching: config.continue_matching,
             routes: Vec::new(),
@@ -181,7 +183,10 @@ mod tests {
         }));
         let cases: &[(&[(&str, &str)], &[&str])] = &[
             (&[("team", "shop")], &["shop"]),
-            (&[("team", "shop"), ("severity", "critical")], &["pager", "shop"]),
+            (
+                &[("team", "shop"), ("severity", "critical")],
+                &["pager", "shop"],
+            ),
             (&[("team", "bank")], &["money"]),
             (&[("team", "ops"), ("service", "db-main")], &["dba"]),
             // No grandchild matches: the child itself.

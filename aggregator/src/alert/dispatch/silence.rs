@@ -101,17 +101,17 @@ impl Silence {
                     .into(),
             );
         }
+        if self.ends_at <= now {
+            return Err(format!(
+                "expected endsAt in the future, found {}",
+                self.ends_at.to_rfc3339()
+            ));
+        }
         if self.ends_at <= self.starts_at {
             return Err(format!(
                 "expected endsAt after startsAt, found {} and {}",
                 self.ends_at.to_rfc3339(),
                 self.starts_at.to_rfc3339()
-            ));
-        }
-        if self.ends_at <= now {
-            return Err(format!(
-                "expected endsAt in the future, found {}",
-                self.ends_at.to_rfc3339()
             ));
         }
         if self.created_by.trim().is_empty() {
@@ -376,9 +376,8 @@ mod tests {
     #[test]
     fn invalid_silences_are_refused_with_a_reason() {
         let dir = crate::test_support::tempdir();
-        let db = Arc::new(
-            Database::create(dir.path().join("s.redb")).unwrap_or_else(|e| panic!("{e}")),
-        );
+        let db =
+            Arc::new(Database::create(dir.path().join("s.redb")).unwrap_or_else(|e| panic!("{e}")));
         let store = Silences::open(db, t0()).unwrap_or_else(|e| panic!("{e}"));
         let cases = [
             (silence(&[], 0, 10), "at least one matcher"),

@@ -137,7 +137,10 @@ impl Harness {
     }
 
     fn fire(&self, names: &[&str]) {
-        let alerts = names.iter().map(|n| self.alert(&[("alertname", n)])).collect();
+        let alerts = names
+            .iter()
+            .map(|n| self.alert(&[("alertname", n)]))
+            .collect();
         self.d.put(alerts);
     }
 
@@ -195,7 +198,13 @@ fn summary(n: &Notification) -> String {
             .map(|a| {
                 a.labels
                     .iter()
-                    .map(|(k, v)| if k == "alertname" { v.clone() } else { format!("{k}={v}") })
+                    .map(|(k, v)| {
+                        if k == "alertname" {
+                            v.clone()
+                        } else {
+                            format!("{k}={v}")
+                        }
+                    })
                     .collect::<Vec<_>>()
                     .join("/")
             })
@@ -218,7 +227,11 @@ fn s(v: &[(u64, &str)]) -> Vec<(u64, String)> {
     v.iter().map(|(t, x)| (*t, x.to_string())).collect()
 }
 
-async fn start(route: Value, inhibit: Value, receivers: &[(&str, bool)]) -> (Harness, tempfile::TempDir) {
+async fn start(
+    route: Value,
+    inhibit: Value,
+    receivers: &[(&str, bool)],
+) -> (Harness, tempfile::TempDir) {
     let dir = crate::test_support::tempdir();
     let h = start_in(dir.path(), t_wall(), route, inhibit, receivers).await;
     (h, dir)
@@ -238,12 +251,18 @@ async fn alerts_arriving_within_group_wait_are_sent_together() {
     assert!(h.sent("ops").is_empty(), "sent before group_wait");
     h.at(31).await;
     assert_eq!(h.sent("ops"), s(&[(30, "firing A,B")]));
-    let n = h.receivers["ops"].sent.lock().unwrap_or_else(|p| p.into_inner())[0]
+    let n = h.receivers["ops"]
+        .sent
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())[0]
         .1
         .clone();
     assert_eq!(n.group_key, "{}:{}");
     assert_eq!(n.external_url, "http://mecha.test");
-    assert_eq!(n.common_annotations.get("summary").map(String::as_str), Some("it broke"));
+    assert_eq!(
+        n.common_annotations.get("summary").map(String::as_str),
+        Some("it broke")
+    );
     assert!(!n.common_labels.contains_key("alertname"));
 }
 
@@ -293,7 +312,11 @@ async fn resolved_alerts_are_sent_only_to_receivers_with_send_resolved() {
     h.at(1000).await;
     assert_eq!(
         h.sent("loud"),
-        s(&[(30, "firing A,B"), (330, "firing A resolved B"), (630, "resolved A")])
+        s(&[
+            (30, "firing A,B"),
+            (330, "firing A resolved B"),
+            (630, "resolved A")
+        ])
     );
     assert_eq!(h.sent("quiet"), s(&[(30, "firing A,B")]));
     // Both groups are finished and forgotten.
@@ -301,7 +324,10 @@ async fn resolved_alerts_are_sent_only_to_receivers_with_send_resolved() {
     assert!(h.d.alerts().is_empty());
     h.fire(&["A"]);
     h.at(1031).await;
-    assert_eq!(h.sent("quiet"), s(&[(30, "firing A,B"), (1030, "firing A")]));
+    assert_eq!(
+        h.sent("quiet"),
+        s(&[(30, "firing A,B"), (1030, "firing A")])
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -317,25 +343,40 @@ async fn an_alert_whose_producer_stops_resolves_at_its_end() {
 #[tokio::test(start_paused = true)]
 async fn routes_pick_receivers_with_continue_matchers_and_inherited_settings() {
     let route = json!({
-        "receiver": "default", "group_wait": "10s", "group_by": ["alertname"],
-        "routes": [
-            {"matchers": ["severity=\"page\""], "receiver": "pager", "continue": true},
-            {"matchers": ["team!=\"\"", "team!~\"bank|ops\""], "receiver": "teams"},
-            {"matchers": ["team=~\"bank|ops\""], "receiver": "money", "group_wait": "1m"},
-        ]});
-    let receivers = [("default", true), ("pager", true), ("teams", true), ("money", true)];
+    "receiver": "default", "group_wait": "10s", "group_by": ["alertname"],
+    "routes": [
+        {"matchers": ["severity=\"page\""], "receiver": "pager", "continue": true},
+        {"matchers": ["team!=\"\"", "team!~\"bank|ops\""], "receiver": "teams"},
+        {"matchers": ["team=~\"bank|ops\""], "receiver": "money", "group_wait": "1m"},
+    ]});
+    let receivers = [
+        ("default", true),
+        ("pager", true),
+        ("teams", true),
+        ("money", true),
+    ];
     let (h, _dir) = start(route, json!([]), &receivers).await;
     h.d.put(vec![
-        h.alert(&[("alertname", "Paged"), ("severity", "page"), ("team", "shop")]),
+        h.alert(&[
+            ("alertname", "Paged"),
+            ("severity", "page"),
+            ("team", "shop"),
+        ]),
         h.alert(&[("alertname", "Shop"), ("team", "shop")]),
         h.alert(&[("alertname", "Bank"), ("team", "bank")]),
         h.alert(&[("alertname", "Nobody")]),
     ]);
     h.at(11).await;
-    assert_eq!(h.sent("pager"), s(&[(10, "firing Paged/severity=page/team=shop")]));
+    assert_eq!(
+        h.sent("pager"),
+        s(&[(10, "firing Paged/severity=page/team=shop")])
+    );
     assert_eq!(
         h.sent("teams"),
-        s(&[(10, "firing Paged/severity=page/team=shop"), (10, "firing Shop/team=shop")])
+        s(&[
+            (10, "firing Paged/severity=page/team=shop"),
+            (10, "firing Shop/team=shop")
+        ])
     );
     assert_eq!(h.sent("default"), s(&[(10, "firing Nobody")]));
     // Its own group_wait, not the inherited one.
@@ -346,7 +387,10 @@ async fn routes_pick_receivers_with_continue_matchers_and_inherited_settings() {
     let paged = views
         .iter()
         .find(|v| v.alert.labels.get("alertname").map(String::as_str) == Some("Paged"));
-    assert_eq!(paged.map(|v| v.receivers.clone()), Some(vec!["pager".into(), "teams".into()]));
+    assert_eq!(
+        paged.map(|v| v.receivers.clone()),
+        Some(vec!["pager".into(), "teams".into()])
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -372,11 +416,23 @@ async fn a_firing_source_inhibits_targets_with_equal_labels_until_it_resolves() 
         "equal": ["cluster"],
     }]);
     let (h, _dir) = start(route, inhibit, &[("ops", true)]).await;
-    let crit = h.alert(&[("alertname", "Down"), ("severity", "critical"), ("cluster", "a")]);
+    let crit = h.alert(&[
+        ("alertname", "Down"),
+        ("severity", "critical"),
+        ("cluster", "a"),
+    ]);
     h.d.put(vec![
         crit.clone(),
-        h.alert(&[("alertname", "Slow"), ("severity", "warning"), ("cluster", "a")]),
-        h.alert(&[("alertname", "Slow"), ("severity", "warning"), ("cluster", "b")]),
+        h.alert(&[
+            ("alertname", "Slow"),
+            ("severity", "warning"),
+            ("cluster", "a"),
+        ]),
+        h.alert(&[
+            ("alertname", "Slow"),
+            ("severity", "warning"),
+            ("cluster", "b"),
+        ]),
     ]);
     h.at(31).await;
     let mut got = h.sent("ops");
@@ -388,13 +444,21 @@ async fn a_firing_source_inhibits_targets_with_equal_labels_until_it_resolves() 
             (30, "firing Slow/cluster=b/severity=warning"),
         ])
     );
-    let states: Vec<(String, &str, usize)> = h
-        .d
-        .alerts()
-        .iter()
-        .map(|v| (v.alert.labels["cluster"].clone(), v.state(), v.inhibited_by.len()))
-        .collect();
-    assert!(states.contains(&("a".into(), "suppressed", 1)), "{states:?}");
+    let states: Vec<(String, &str, usize)> =
+        h.d.alerts()
+            .iter()
+            .map(|v| {
+                (
+                    v.alert.labels["cluster"].clone(),
+                    v.state(),
+                    v.inhibited_by.len(),
+                )
+            })
+            .collect();
+    assert!(
+        states.contains(&("a".into(), "suppressed", 1)),
+        "{states:?}"
+    );
     let mut resolved = crit;
     resolved.status = AlertStatus::Resolved;
     h.d.put(vec![resolved]);
@@ -402,7 +466,10 @@ async fn a_firing_source_inhibits_targets_with_equal_labels_until_it_resolves() 
     let later: Vec<(u64, String)> = h.sent("ops").into_iter().filter(|(t, _)| *t > 30).collect();
     assert_eq!(
         later,
-        s(&[(330, "firing Slow/cluster=a/severity=warning resolved Down/cluster=a/severity=critical")])
+        s(&[(
+            330,
+            "firing Slow/cluster=a/severity=warning resolved Down/cluster=a/severity=critical"
+        )])
     );
 }
 
@@ -410,11 +477,13 @@ async fn a_firing_source_inhibits_targets_with_equal_labels_until_it_resolves() 
 async fn a_silenced_alert_is_sent_at_the_next_flush_after_the_silence_expires() {
     let (h, _dir) = start(ops_route(), json!([]), &[("ops", true)]).await;
     let now = h.d.now();
-    let id = h
-        .d
-        .upsert_silence(Silence {
+    let id =
+        h.d.upsert_silence(Silence {
             id: String::new(),
-            matchers: vec![mecha_config::Matcher::parse("alertname=~\"A|C\"").unwrap_or_else(|e| panic!("{e}"))],
+            matchers: vec![
+                mecha_config::Matcher::parse("alertname=~\"A|C\"")
+                    .unwrap_or_else(|e| panic!("{e}")),
+            ],
             starts_at: now,
             ends_at: now + chrono::TimeDelta::hours(2),
             updated_at: now,
@@ -429,14 +498,24 @@ async fn a_silenced_alert_is_sent_at_the_next_flush_after_the_silence_expires() 
     let a = h.d.alerts();
     assert_eq!(a[0].silenced_by, [id.clone()]);
     assert_eq!(a[0].state(), "suppressed");
-    assert!(h.metrics.render().contains("mecha_alerts{state=\"suppressed\"} 1"));
+    assert!(
+        h.metrics
+            .render()
+            .contains("mecha_alerts{state=\"suppressed\"} 1")
+    );
     h.at(100).await;
-    h.d.expire_silence(&id).await.unwrap_or_else(|e| panic!("{e}"));
+    h.d.expire_silence(&id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     h.at(329).await;
     assert_eq!(h.sent("ops").len(), 1);
     h.at(331).await;
     assert_eq!(h.sent("ops"), s(&[(30, "firing B"), (330, "firing A,B")]));
-    assert!(h.metrics.render().contains("mecha_alert_silences{state=\"expired\"} 1"));
+    assert!(
+        h.metrics
+            .render()
+            .contains("mecha_alert_silences{state=\"expired\"} 1")
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -460,7 +539,11 @@ async fn retryable_failures_are_retried_and_permanent_ones_wait_for_the_next_flu
     );
     h.fire(&["B"]);
     h.at(335).await;
-    assert_eq!(h.sent("ops").len(), 1, "a permanent error is not retried at once");
+    assert_eq!(
+        h.sent("ops").len(),
+        1,
+        "a permanent error is not retried at once"
+    );
     h.at(635).await;
     assert_eq!(h.sent("ops"), s(&[(33, "firing A"), (630, "firing A,B")]));
     let text = h.metrics.render();
@@ -476,7 +559,14 @@ async fn retryable_failures_are_retried_and_permanent_ones_wait_for_the_next_flu
 #[tokio::test(start_paused = true)]
 async fn a_restart_sends_no_duplicate_and_still_sends_the_resolve() {
     let dir = crate::test_support::tempdir();
-    let h = start_in(dir.path(), t_wall(), ops_route(), json!([]), &[("ops", true)]).await;
+    let h = start_in(
+        dir.path(),
+        t_wall(),
+        ops_route(),
+        json!([]),
+        &[("ops", true)],
+    )
+    .await;
     h.fire(&["A"]);
     let first = h.alert(&[("alertname", "A")]);
     h.at(31).await;
@@ -511,7 +601,10 @@ async fn without_a_route_alerts_are_listed_but_not_sent() {
     assert!(h.sent("ops").is_empty());
     let views = h.d.alerts();
     assert_eq!(views.len(), 1);
-    assert_eq!(views[0].alert.fingerprint, fingerprint(&views[0].alert.labels));
+    assert_eq!(
+        views[0].alert.fingerprint,
+        fingerprint(&views[0].alert.labels)
+    );
     assert!(views[0].receivers.is_empty());
     let text = h.metrics.render();
     assert!(
