@@ -181,7 +181,8 @@ mod tests {
                  "routes": [{"match_re": {"service": "db.*"}, "receiver": "dba"}]},
             ]
         }));
-        let cases: &[(&[(&str, &str)], &[&str])] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+        let cases: &[Case] = &[
             (&[("team", "shop")], &["shop"]),
             (
                 &[("team", "shop"), ("severity", "critical")],

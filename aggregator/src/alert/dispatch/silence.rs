@@ -355,7 +355,7 @@ mod tests {
         let bank = labels(&[("alertname", "Down"), ("namespace", "bank")]);
         let at = |m: i64| t0() + chrono::TimeDelta::minutes(m);
         assert!(store.silenced_by(&shop, at(5)).is_empty(), "pending");
-        assert_eq!(store.silenced_by(&shop, at(10)), [id.clone()]);
+        assert_eq!(store.silenced_by(&shop, at(10)), std::slice::from_ref(&id));
         assert!(store.silenced_by(&bank, at(10)).is_empty());
         assert_eq!(store.counts(at(10)), (0, 1, 0));
         let expired = store.expire(&id, at(20)).unwrap_or_else(|e| panic!("{e}"));

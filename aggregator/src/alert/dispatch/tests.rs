@@ -496,7 +496,7 @@ async fn a_silenced_alert_is_sent_at_the_next_flush_after_the_silence_expires() 
     h.at(31).await;
     assert_eq!(h.sent("ops"), s(&[(30, "firing B")]));
     let a = h.d.alerts();
-    assert_eq!(a[0].silenced_by, [id.clone()]);
+    assert_eq!(a[0].silenced_by, std::slice::from_ref(&id));
     assert_eq!(a[0].state(), "suppressed");
     assert!(
         h.metrics
