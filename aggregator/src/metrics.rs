@@ -5,7 +5,8 @@
 //! This module must not decide anything: it only counts.
 
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::Error;
@@ -132,6 +133,9 @@ pub struct Metrics {
     /// Time to group one event.
     pub grouping_duration: Histogram,
     issue_requests: IntCounterVec,
+    rule_evaluations: IntCounterVec,
+    rule_failures: IntCounterVec,
+    rule_duration: GaugeVec,
 }
 
 impl Metrics {
@@ -230,6 +234,30 @@ impl Metrics {
             ),
             &["outcome"],
         )?;
+        let rule_evaluations = IntCounterVec::new(
+            Opts::new(
+                "mecha_rule_evaluations_total",
+                "Evaluations of alert rules, by rule.",
+            ),
+            &["rule"],
+        )?;
+        let rule_failures = IntCounterVec::new(
+            Opts::new(
+                "mecha_rule_evaluation_failures_total",
+                "Failed evaluations of alert rules (query or store errors), by rule.",
+            ),
+            &["rule"],
+        )?;
+        let rule_duration = GaugeVec::new(
+            Opts::new(
+                "mecha_rule_last_evaluation_duration_seconds",
+                "Duration of the last evaluation of each alert rule.",
+            ),
+            &["rule"],
+        )?;
+        registry.register(Box::new(rule_evaluations.clone()))?;
+        registry.register(Box::new(rule_failures.clone()))?;
+        registry.register(Box::new(rule_duration.clone()))?;
         registry.register(Box::new(issue_events.clone()))?;
         registry.register(Box::new(issues_created.clone()))?;
         registry.register(Box::new(issues_regressed.clone()))?;
@@ -264,7 +292,26 @@ impl Metrics {
             issue_store_errors,
             grouping_duration,
             issue_requests,
+            rule_evaluations,
+            rule_failures,
+            rule_duration,
         })
+    }
+
+    /// Counts one evaluation of an alert rule and notes its duration.
+    pub fn rule_evaluated(&self, rule: &str, seconds: f64, ok: bool) {
+        self.rule_evaluations.with_label_values(&[rule]).inc();
+        if !ok {
+            self.rule_failures.with_label_values(&[rule]).inc();
+        }
+        self.rule_duration.with_label_values(&[rule]).set(seconds);
+    }
+
+    /// Forgets the series of a rule that no longer exists.
+    pub fn rule_removed(&self, rule: &str) {
+        let _ = self.rule_evaluations.remove_label_values(&[rule]);
+        let _ = self.rule_failures.remove_label_values(&[rule]);
+        let _ = self.rule_duration.remove_label_values(&[rule]);
     }
 
     /// Counts Sentry events by outcome.
@@ -338,6 +385,7 @@ mod tests {
         m.issue_events(EventOutcome::Grouped, 2);
         m.issue_store_error("record");
         m.issue_request(SearchOutcome::BadRequest);
+        m.rule_evaluated("PaymentErrors", 0.25, false);
         let text = m.render();
         for name in [
             "mecha_aggregator_received_records_total{transport=\"grpc\"} 3",
@@ -353,6 +401,9 @@ mod tests {
             "mecha_aggregator_issues_created_total 0",
             "mecha_aggregator_issues_regressed_total 0",
             "mecha_aggregator_issue_grouping_seconds_bucket",
+            "mecha_rule_evaluations_total{rule=\"PaymentErrors\"} 1",
+            "mecha_rule_evaluation_failures_total{rule=\"PaymentErrors\"} 1",
+            "mecha_rule_last_evaluation_duration_seconds{rule=\"PaymentErrors\"} 0.25",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }

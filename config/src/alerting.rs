@@ -8,9 +8,11 @@
 use serde::Deserialize;
 
 use crate::receivers::ReceiverConfig;
+use crate::rules::RuleConfig;
+use crate::values::Duration;
 
 /// `aggregator.alerting`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertingConfig {
     /// The URL users reach the aggregator's HTTP API at, for links in
@@ -20,4 +22,29 @@ pub struct AlertingConfig {
     /// Receivers, by name: where notifications go.
     #[serde(default)]
     pub receivers: Vec<ReceiverConfig>,
+    /// How often rules are evaluated, unless a rule sets its own `interval`.
+    /// Default 30s: half of Prometheus' 1m, because log and error rules are
+    /// cheap counts over the local index and a chat alert a minute late is
+    /// the complaint this feature answers.
+    #[serde(default = "default_evaluation_interval")]
+    pub evaluation_interval: Duration,
+    /// Alert rules over logs and errors (see [`RuleConfig`]); their state
+    /// lives in `<data_dir>/alerts/rules.redb`.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+impl Default for AlertingConfig {
+    fn default() -> Self {
+        AlertingConfig {
+            external_url: None,
+            receivers: Vec::new(),
+            evaluation_interval: default_evaluation_interval(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+fn default_evaluation_interval() -> Duration {
+    Duration(std::time::Duration::from_secs(30))
 }

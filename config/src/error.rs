@@ -26,6 +26,19 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
+    /// A mistake at `key` (a dotted path such as
+    /// `aggregator.alerting.rules[2].query`) of the config `text` read from
+    /// `file`, with the key's line found in the text: for checks made
+    /// outside this crate, by the owners of a syntax (queries, templates).
+    pub fn at(file: &str, text: &str, key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: file.to_string(),
+            line: locate(text, key).unwrap_or(0),
+            key: key.to_string(),
+            reason: reason.into(),
+        }
+    }
+
     pub(crate) fn from_yaml(
         file: &str,
         text: &str,

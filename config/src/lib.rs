@@ -11,6 +11,7 @@ mod alerting;
 mod error;
 mod interpolate;
 mod receivers;
+mod rules;
 mod schema;
 mod sentry;
 mod values;
@@ -18,6 +19,10 @@ mod values;
 pub use alerting::AlertingConfig;
 pub use error::ConfigError;
 pub use receivers::ReceiverConfig;
+pub use rules::{
+    DEFAULT_ISSUE_WINDOW, ErrorTrigger, OneOrMany, RatePer, RuleConfig, RuleKind, is_label_name,
+    label_for_field,
+};
 pub use schema::*;
 pub use sentry::{
     FiltersConfig, RateLimitConfig, ScrubConfig, SentryConfig, SentryLimits, SentryProject,

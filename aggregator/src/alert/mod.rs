@@ -13,6 +13,7 @@
 
 pub mod model;
 pub mod notify;
+pub mod rules;
 
 use crate::alert::model::Alert;
 

@@ -7,6 +7,7 @@
 
 pub mod issues;
 pub mod params;
+pub mod rules;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub(crate) struct ApiState {
     pub issues: Arc<IssueStore>,
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
+    pub rules: crate::alert::rules::RuleBoard,
 }
 
 /// The routes of the HTTP API.
@@ -43,6 +45,7 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .merge(issues::routes())
+        .merge(rules::routes())
         .with_state(state)
 }
 
