@@ -219,14 +219,15 @@ fn remove_rule_alerts(
     rule: &str,
 ) -> Result<(), Error> {
     let act = "write rule state";
-    let keys: Vec<String> = table
-        .range((rule, "")..)
-        .map_err(db_error(act))?
-        .map(|row| row.map(|(k, _)| k.value()))
-        .take_while(|r| r.as_ref().is_ok_and(|(r, _)| *r == rule) || r.is_err())
-        .map(|r| r.map(|(_, f)| f.to_string()))
-        .collect::<Result<_, _>>()
-        .map_err(db_error(act))?;
+    let mut keys = Vec::new();
+    for row in table.range((rule, "")..).map_err(db_error(act))? {
+        let (k, _) = row.map_err(db_error(act))?;
+        let (r, f) = k.value();
+        if r != rule {
+            break;
+        }
+        keys.push(f.to_string());
+    }
     for f in keys {
         table.remove((rule, f.as_str())).map_err(db_error(act))?;
     }

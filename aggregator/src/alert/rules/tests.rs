@@ -571,6 +571,25 @@ fn sample_alerts_show_what_each_kind_of_rule_sends() {
 fn fingerprints_are_alertmanagers() {
     // FNV-1a's offset basis for no labels, as Prometheus' `emptyLabelSignature`.
     assert_eq!(fingerprint(&Labels::new()), "cbf29ce484222325");
+    // What Alertmanager 0.25.0 (Debian's prometheus-alertmanager) answered
+    // in `GET /api/v2/alerts` for these alerts posted to it.
+    let l = |pairs: &[(&str, &str)]| -> Labels {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    let measured = [
+        (
+            l(&[("alertname", "PaymentErrors"), ("namespace", "shop"), ("severity", "critical")]),
+            "0513904078de6d3c",
+        ),
+        (
+            l(&[("alertname", "NewIssue"), ("issue_id", "1"), ("level", "error"), ("project", "42")]),
+            "84b60584d03f3f34",
+        ),
+        (l(&[("alertname", "中文"), ("k", "値")]), "9e2e66b421e14026"),
+    ];
+    for (labels, expected) in measured {
+        assert_eq!(fingerprint(&labels), expected, "{labels:?}");
+    }
     let a = Labels::from([("alertname".into(), "A".into()), ("x".into(), "1".into())]);
     let b = Labels::from([("alertname".into(), "A".into()), ("x".into(), "2".into())]);
     assert_ne!(fingerprint(&a), fingerprint(&b));
