@@ -226,7 +226,10 @@ impl Aggregator {
     ) -> Result<(), Error> {
         let Some(sink) = sink else {
             if !rules.is_empty() {
-                tracing::warn!(rules = rules.len(), "alert rules not started: no alert dispatcher");
+                tracing::warn!(
+                    rules = rules.len(),
+                    "alert rules not started: no alert dispatcher"
+                );
             }
             return Ok(());
         };

@@ -33,7 +33,7 @@ impl ConfigError {
     pub fn at(file: &str, text: &str, key: &str, reason: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             file: file.to_string(),
-            line: locate(text, key).unwrap_or(0),
+            line: locate_or_parent(text, key),
             key: key.to_string(),
             reason: reason.into(),
         }
@@ -96,6 +96,21 @@ pub(crate) fn locate(text: &str, path: &str) -> Option<usize> {
         }
     }
     found
+}
+
+/// The line of `path`, or of its nearest enclosing key that is written (a
+/// missing key is reported at the mapping that lacks it); 0 when none is.
+pub(crate) fn locate_or_parent(text: &str, path: &str) -> usize {
+    let mut path = path;
+    loop {
+        if let Some(line) = locate(text, path) {
+            return line;
+        }
+        match path.rfind('.') {
+            Some(i) => path = &path[..i],
+            None => return 0,
+        }
+    }
 }
 
 /// The line of entry `n` of the block sequence under the key on line `key`:

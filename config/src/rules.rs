@@ -249,17 +249,21 @@ pub(crate) fn check_rules<E>(
     for (i, r) in rules.iter().enumerate() {
         let key = |k: &str| format!("{at}[{i}].{k}");
         if r.name.trim().is_empty() {
-            return Err(fail(key("name"), "expected a rule name, found an empty one".into()));
+            return Err(fail(
+                key("name"),
+                "expected a rule name, found an empty one".into(),
+            ));
         }
         if let Some(first) = names.insert(r.name.as_str(), i) {
             return Err(fail(
                 key("name"),
-                format!("expected a unique name, found {:?} again (rules[{first}])", r.name),
+                format!(
+                    "expected a unique name, found {:?} again (rules[{first}])",
+                    r.name
+                ),
             ));
         }
-        let not_for = |k: &str, what: &str| {
-            fail(key(k), format!("`{k}` does not apply to {what}"))
-        };
+        let not_for = |k: &str, what: &str| fail(key(k), format!("`{k}` does not apply to {what}"));
         if r.above.is_some() && r.at_least.is_some() {
             return Err(fail(
                 key("at_least"),
@@ -294,7 +298,10 @@ pub(crate) fn check_rules<E>(
                     ));
                 };
                 if r.query.is_some() {
-                    return Err(not_for("query", "error rules (filter with project, level, environment, tags)"));
+                    return Err(not_for(
+                        "query",
+                        "error rules (filter with project, level, environment, tags)",
+                    ));
                 }
                 if !r.group_by.is_empty() {
                     return Err(not_for("group_by", "error rules (use `per`)"));
@@ -310,14 +317,20 @@ pub(crate) fn check_rules<E>(
                         }
                     }
                 } else if r.window.is_none() {
-                    return Err(fail(key("window"), "an event_rate rule needs a `window`".into()));
+                    return Err(fail(
+                        key("window"),
+                        "an event_rate rule needs a `window`".into(),
+                    ));
                 }
             }
         }
         if let Some(w) = r.window
             && w.0.is_zero()
         {
-            return Err(fail(key("window"), "expected a window longer than 0s, found 0s".into()));
+            return Err(fail(
+                key("window"),
+                "expected a window longer than 0s, found 0s".into(),
+            ));
         }
         if let Some(iv) = r.interval
             && iv.0 < std::time::Duration::from_secs(1)
@@ -339,7 +352,9 @@ pub(crate) fn check_rules<E>(
             if !is_label_name(name) {
                 return Err(fail(
                     key(&format!("labels.{name}")),
-                    format!("expected a label name matching [a-zA-Z_][a-zA-Z0-9_]*, found {name:?}"),
+                    format!(
+                        "expected a label name matching [a-zA-Z_][a-zA-Z0-9_]*, found {name:?}"
+                    ),
                 ));
             }
             if RESERVED_LABELS.contains(&name.as_str()) {
@@ -448,7 +463,9 @@ mod tests {
                 "needs a `window`",
             ),
             (
-                rules(&format!("{log}        window: 1m\n{log}        window: 1m\n")),
+                rules(&format!(
+                    "{log}        window: 1m\n{log}        window: 1m\n"
+                )),
                 8,
                 "aggregator.alerting.rules[1].name",
                 "unique name",
@@ -460,7 +477,9 @@ mod tests {
                 "does not apply",
             ),
             (
-                rules("      - name: E\n        type: error\n        on: new_issue\n        above: 3\n"),
+                rules(
+                    "      - name: E\n        type: error\n        on: new_issue\n        above: 3\n",
+                ),
                 7,
                 "aggregator.alerting.rules[0].above",
                 "does not apply",
@@ -486,7 +505,9 @@ mod tests {
                 "label name",
             ),
             (
-                rules(&format!("{log}        window: 1m\n        labels: {{ alertname: x }}\n")),
+                rules(&format!(
+                    "{log}        window: 1m\n        labels: {{ alertname: x }}\n"
+                )),
                 8,
                 "aggregator.alerting.rules[0].labels.alertname",
                 "cannot be given",
@@ -494,7 +515,7 @@ mod tests {
             (
                 rules(&format!("{log}        window: 1m\n        wndow: 1m\n")),
                 8,
-                "aggregator.alerting.rules[0]",
+                "aggregator.alerting.rules[0].wndow",
                 "unknown field `wndow`",
             ),
         ];

@@ -539,7 +539,7 @@ impl Config {
     pub(crate) fn check(&self, file: &str, text: &str) -> Result<(), ConfigError> {
         let fail = |key: String, reason: String| ConfigError::Invalid {
             file: file.to_string(),
-            line: crate::error::locate(text, &key).unwrap_or(0),
+            line: crate::error::locate_or_parent(text, &key),
             key,
             reason,
         };

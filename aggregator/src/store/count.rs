@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use tantivy::collector::{Collector, SegmentCollector};
-use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery};
+use tantivy::query::{BooleanQuery, Occur, RangeQuery};
 use tantivy::schema::{Field, IndexRecordOption, Type};
 use tantivy::{
     DateTime, DocId, DocSet, Score, SegmentOrdinal, SegmentReader, TERMINATED, TantivyDocument,
@@ -157,7 +157,10 @@ impl Store {
         if let Some(path) = name.strip_prefix("attributes.") {
             return vec![json(f.attributes, path, true)];
         }
-        vec![json(f.resource, name, false), json(f.attributes, name, true)]
+        vec![
+            json(f.resource, name, false),
+            json(f.attributes, name, true),
+        ]
     }
 }
 
@@ -349,7 +352,6 @@ fn decode(bytes: &[u8], raw: bool) -> Option<String> {
 /// The scalar at a dotted `path` of a stored JSON field: the key as written
 /// (`http.method`), or nested objects.
 fn stored_value(doc: &TantivyDocument, field: Field, path: &str) -> Option<String> {
-    use tantivy::schema::Value as _;
     let object = doc.get_first(field)?;
     let value = serde_json::to_value(tantivy::schema::OwnedValue::from(object)).ok()?;
     let found = value.get(path).cloned().or_else(|| {
@@ -412,7 +414,10 @@ mod tests {
         let c = by(&[]);
         assert_eq!((c.total, c.groups.len()), (5, 0));
         let c = by(&["namespace"]);
-        assert_eq!(c.groups, BTreeMap::from([(key(&["bank"]), 2), (key(&["shop"]), 3)]));
+        assert_eq!(
+            c.groups,
+            BTreeMap::from([(key(&["bank"]), 2), (key(&["shop"]), 3)])
+        );
         let c = by(&["namespace", "k8s.deployment.name"]);
         assert_eq!(
             c.groups,
@@ -427,15 +432,24 @@ mod tests {
         let c = by(&["tenant"]);
         assert_eq!(
             c.groups,
-            BTreeMap::from([(key(&[""]), 1), (key(&["acme corp"]), 2), (key(&["globex"]), 2)])
+            BTreeMap::from([
+                (key(&[""]), 1),
+                (key(&["acme corp"]), 2),
+                (key(&["globex"]), 2)
+            ])
         );
         assert_eq!(by(&["attributes.tenant"]).groups, c.groups);
         let c = store
             .count_by("*", from, to, &["level".to_string()])
             .unwrap();
-        assert_eq!(c.groups, BTreeMap::from([(key(&["error"]), 5), (key(&["info"]), 1)]));
+        assert_eq!(
+            c.groups,
+            BTreeMap::from([(key(&["error"]), 5), (key(&["info"]), 1)])
+        );
         // Outside the range nothing counts.
-        let c = store.count_by("*", t + 10, to, &["level".to_string()]).unwrap();
+        let c = store
+            .count_by("*", t + 10, to, &["level".to_string()])
+            .unwrap();
         assert_eq!((c.total, c.groups.len()), (0, 0));
     }
 
@@ -457,6 +471,9 @@ mod tests {
         let c = store
             .count_by("*", t - 1, t + 10, &["sentry.issue_id".to_string()])
             .unwrap();
-        assert_eq!(c.groups, BTreeMap::from([(key(&["12"]), 2), (key(&["7"]), 3)]));
+        assert_eq!(
+            c.groups,
+            BTreeMap::from([(key(&["12"]), 2), (key(&["7"]), 3)])
+        );
     }
 }

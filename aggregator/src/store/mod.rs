@@ -262,26 +262,26 @@ pub fn check_query(query: &str) -> Result<(), Error> {
 }
 
 fn parse_with(parser: &QueryParser, query: &str) -> Result<Box<dyn Query>, Error> {
-        let trimmed = query.trim();
-        if trimmed.is_empty() || trimmed == "*" {
-            return Ok(Box::new(AllQuery));
-        }
-        let invalid = |reason: String| Error::Query {
-            query: query.to_string(),
-            reason,
-        };
-        let ast = query_grammar::parse_query(trimmed).map_err(|_| {
-            // The strict parser says only "failed"; the lenient one says where.
-            let (_, errors) = query_grammar::parse_query_lenient(trimmed);
-            invalid(match errors.first() {
-                Some(e) => format!("{} at position {}", e.message, e.pos),
-                None => "syntax error".to_string(),
-            })
-        })?;
-        parser
-            .build_query_from_user_input_ast(complete_negations(ast))
-            .map_err(|e| invalid(lowercase_first(&e.to_string())))
+    let trimmed = query.trim();
+    if trimmed.is_empty() || trimmed == "*" {
+        return Ok(Box::new(AllQuery));
     }
+    let invalid = |reason: String| Error::Query {
+        query: query.to_string(),
+        reason,
+    };
+    let ast = query_grammar::parse_query(trimmed).map_err(|_| {
+        // The strict parser says only "failed"; the lenient one says where.
+        let (_, errors) = query_grammar::parse_query_lenient(trimmed);
+        invalid(match errors.first() {
+            Some(e) => format!("{} at position {}", e.message, e.pos),
+            None => "syntax error".to_string(),
+        })
+    })?;
+    parser
+        .build_query_from_user_input_ast(complete_negations(ast))
+        .map_err(|e| invalid(lowercase_first(&e.to_string())))
+}
 
 /// Gives every group made only of exclusions (`NOT b`, `a AND NOT b`'s inner
 /// group) a "match all" to exclude from: tantivy matches nothing for a boolean

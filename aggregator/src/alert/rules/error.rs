@@ -119,7 +119,11 @@ fn rate(
                 if !project.is_empty() {
                     labels.insert("project".into(), project.clone());
                 }
-                if let Some(i) = issue.parse::<u64>().ok().and_then(|id| issues.get(id).ok().flatten()) {
+                if let Some(i) = issue
+                    .parse::<u64>()
+                    .ok()
+                    .and_then(|id| issues.get(id).ok().flatten())
+                {
                     labels.insert("level".into(), i.level.clone());
                     extra.insert("title".into(), i.title.clone());
                     if !i.culprit.is_empty() {
@@ -140,7 +144,10 @@ fn rate(
             value: n as f64,
             generator_url,
             triggered_ns: None,
-            issue_id: values.first().and_then(|v| v.parse().ok()).filter(|_| per == RatePer::Issue),
+            issue_id: values
+                .first()
+                .and_then(|v| v.parse().ok())
+                .filter(|_| per == RatePer::Issue),
             extra_annotations: extra,
         });
     }
@@ -179,15 +186,19 @@ fn triggered(
     }
     let mut out = Vec::new();
     for (id, mut s) in by_issue {
-        if s.triggered_ns.is_some_and(|at| now_ns.saturating_sub(at) >= window) {
+        if s.triggered_ns
+            .is_some_and(|at| now_ns.saturating_sub(at) >= window)
+        {
             continue;
         }
         match issues.get(id)? {
             Some(issue) if issue.status == Status::Unresolved => {
                 s.value = issue.count as f64;
-                s.extra_annotations.insert("title".into(), issue.title.clone());
+                s.extra_annotations
+                    .insert("title".into(), issue.title.clone());
                 if !issue.culprit.is_empty() {
-                    s.extra_annotations.insert("culprit".into(), issue.culprit.clone());
+                    s.extra_annotations
+                        .insert("culprit".into(), issue.culprit.clone());
                 }
                 out.push(s);
             }
@@ -215,7 +226,9 @@ pub(crate) fn trigger_matches(rule: &RuleConfig, issue: &Issue, event: Option<&V
         }
     }
     if let Some(env) = &rule.environment {
-        let event_env = event.and_then(|e| e.get("environment")).and_then(Value::as_str);
+        let event_env = event
+            .and_then(|e| e.get("environment"))
+            .and_then(Value::as_str);
         let ok = match event_env {
             Some(e) => e == env,
             None => event.is_none() && issue.environments.iter().any(|e| e == env),
@@ -229,7 +242,11 @@ pub(crate) fn trigger_matches(rule: &RuleConfig, issue: &Issue, event: Option<&V
             return false;
         };
         let tags = event_tags(event);
-        if !rule.tags.iter().all(|(k, v)| tags.get(k.as_str()) == Some(v)) {
+        if !rule
+            .tags
+            .iter()
+            .all(|(k, v)| tags.get(k.as_str()) == Some(v))
+        {
             return false;
         }
     }
@@ -261,7 +278,12 @@ fn event_tags(event: &Value) -> BTreeMap<&str, String> {
 }
 
 /// The sample an announced issue gives an event-fired rule.
-pub(crate) fn trigger_sample(rule: &RuleConfig, issue: &Issue, now_ns: i64, external_url: &str) -> Sample {
+pub(crate) fn trigger_sample(
+    rule: &RuleConfig,
+    issue: &Issue,
+    now_ns: i64,
+    external_url: &str,
+) -> Sample {
     let mut labels = issue_labels(issue.project, issue.id, &issue.level);
     labels.extend(base_labels(rule));
     let mut extra = Labels::from([("title".to_string(), issue.title.clone())]);
@@ -271,7 +293,11 @@ pub(crate) fn trigger_sample(rule: &RuleConfig, issue: &Issue, now_ns: i64, exte
     Sample {
         labels,
         value: issue.count as f64,
-        generator_url: format!("{}/api/v1/issues/{}", external_url.trim_end_matches('/'), issue.id),
+        generator_url: format!(
+            "{}/api/v1/issues/{}",
+            external_url.trim_end_matches('/'),
+            issue.id
+        ),
         triggered_ns: Some(now_ns),
         issue_id: Some(issue.id),
         extra_annotations: extra,
@@ -326,18 +352,33 @@ pub(crate) fn issues_since(issues: &IssueStore, max_id: u64) -> Result<Vec<(Issu
     Ok(out)
 }
 
-/// A sample for an issue placeholder (`mecha alert preview`).
-pub(crate) fn placeholder(rule: &RuleConfig, value: f64, now_ns: i64, external_url: &str) -> Sample {
-    let project = rule.project.unwrap_or(1);
-    let level = rule.level.0.first().cloned().unwrap_or_else(|| "error".into());
+/// A sample with `<issue_id>` (and `<project>` when the rule names none)
+/// in place of a real issue (`mecha alert preview`).
+pub(crate) fn placeholder(
+    rule: &RuleConfig,
+    value: f64,
+    now_ns: i64,
+    external_url: &str,
+) -> Sample {
+    let project = rule
+        .project
+        .map_or_else(|| "<project>".to_string(), |p| p.to_string());
+    let level = rule
+        .level
+        .0
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "error".into());
     let url = external_url.trim_end_matches('/');
-    let mut labels = Labels::new();
+    let mut labels = Labels::from([("project".to_string(), project.clone())]);
+    let mut extra = Labels::new();
     let generator_url = if rule.per == Some(RatePer::Project) {
-        labels.insert("project".into(), project.to_string());
         format!("{url}/api/v1/issues?project={project}")
     } else {
-        labels = issue_labels(project, 1, &level);
-        format!("{url}/api/v1/issues/1")
+        labels.insert("issue_id".into(), "<issue_id>".into());
+        labels.insert("level".into(), level);
+        extra.insert("title".into(), "<issue title>".into());
+        format!("{url}/api/v1/issues/<issue_id>")
     };
     labels.extend(base_labels(rule));
     let triggered = rule.on != Some(ErrorTrigger::EventRate);
@@ -346,10 +387,7 @@ pub(crate) fn placeholder(rule: &RuleConfig, value: f64, now_ns: i64, external_u
         value,
         generator_url,
         triggered_ns: triggered.then_some(now_ns),
-        issue_id: Some(1),
-        extra_annotations: Labels::from([(
-            "title".to_string(),
-            "<issue title>".to_string(),
-        )]),
+        issue_id: None,
+        extra_annotations: extra,
     }
 }

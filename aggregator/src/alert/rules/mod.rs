@@ -142,21 +142,14 @@ impl CompiledRule {
             let t = Template::parse(text).map_err(|e| fail(format!("annotations.{name}"), e))?;
             annotations.push((name.clone(), t));
         }
-        let json = serde_json::to_string(&config).map_err(|e| fail("name".into(), e.to_string()))?;
+        let json =
+            serde_json::to_string(&config).map_err(|e| fail("name".into(), e.to_string()))?;
         let definition = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(json.as_bytes()));
         Ok(CompiledRule {
             config,
             definition,
             annotations,
         })
-    }
-
-    /// Whether the rule is fired by issue announcements rather than counts.
-    fn is_triggered(&self) -> bool {
-        matches!(
-            self.config.on,
-            Some(ErrorTrigger::NewIssue | ErrorTrigger::Regression)
-        )
     }
 
     fn annotate(&self, labels: &Labels, value: f64, extra: &Labels, external_url: &str) -> Labels {
@@ -176,7 +169,11 @@ impl CompiledRule {
 /// Checks every rule of `alerting` with the parsers that will run them
 /// (query syntax, templates), naming `file`, the line in `text` and the key,
 /// as the config crate does for its own checks.
-pub fn check(alerting: &mecha_config::AlertingConfig, file: &str, text: &str) -> Result<(), ConfigError> {
+pub fn check(
+    alerting: &mecha_config::AlertingConfig,
+    file: &str,
+    text: &str,
+) -> Result<(), ConfigError> {
     for (i, rule) in alerting.rules.iter().enumerate() {
         if let Err(Error::Rule { key, reason, .. }) = CompiledRule::new(rule.clone()) {
             let key = format!("aggregator.alerting.rules[{i}].{key}");
@@ -271,7 +268,10 @@ pub struct RuleBoard(Arc<RwLock<Vec<RuleStatus>>>);
 impl RuleBoard {
     /// The statuses as of the last evaluation of each rule.
     pub fn snapshot(&self) -> Vec<RuleStatus> {
-        self.0.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn set(&self, rules: Vec<RuleStatus>) {
@@ -400,7 +400,7 @@ pub async fn spawn(
             last: LastEval::default(),
         });
     }
-    let mut core = Core {
+    let core = Core {
         rules: runtimes,
         state,
         inputs,
@@ -423,7 +423,9 @@ pub async fn spawn(
     // above only in memory; write their (empty) state now.
     for rt in &core.rules {
         if rt.alerts.is_empty()
-            && let Err(e) = core.state.save(&rt.rule.config.name, &rt.rule.definition, &rt.alerts)
+            && let Err(e) = core
+                .state
+                .save(&rt.rule.config.name, &rt.rule.definition, &rt.alerts)
         {
             tracing::warn!(rule = %rt.rule.config.name, error = %e, "cannot write rule state");
         }
@@ -703,7 +705,12 @@ impl Core {
         for i in wanted {
             let rt = &mut self.rules[i];
             if error::trigger_matches(&rt.rule.config, issue, event.as_ref()) {
-                let s = error::trigger_sample(&rt.rule.config, issue, now_ns, &self.inputs.external_url);
+                let s = error::trigger_sample(
+                    &rt.rule.config,
+                    issue,
+                    now_ns,
+                    &self.inputs.external_url,
+                );
                 rt.triggers.push(s);
             }
         }
@@ -761,7 +768,12 @@ impl Core {
             let started = std::time::Instant::now();
             let rt = &mut self.rules[i];
             let samples = match rt.rule.config.kind {
-                RuleKind::Log => log::evaluate(&rt.rule.config, &self.inputs.store, now_ns, &self.inputs.external_url),
+                RuleKind::Log => log::evaluate(
+                    &rt.rule.config,
+                    &self.inputs.store,
+                    now_ns,
+                    &self.inputs.external_url,
+                ),
                 RuleKind::Error => error::evaluate(
                     &rt.rule.config,
                     &self.inputs.store,
@@ -774,7 +786,9 @@ impl Core {
             };
             let seconds = started.elapsed().as_secs_f64();
             let name = rt.rule.config.name.clone();
-            self.inputs.metrics.rule_evaluated(&name, seconds, samples.is_ok());
+            self.inputs
+                .metrics
+                .rule_evaluated(&name, seconds, samples.is_ok());
             if due {
                 rt.next_due = next_due(rt.next_due, rt.interval, now);
             }
@@ -806,9 +820,14 @@ impl Core {
                     // Keep re-sending what fires so it does not expire at
                     // the dispatcher because of, say, a transient disk error.
                     let ends = now_ns.saturating_add(resend_ns(rt.interval));
-                    out.extend(rt.alerts.iter().filter(|(_, a)| a.phase == Phase::Firing).map(
-                        |(f, a)| firing_alert(&rt.rule, f, a, ends, &self.inputs.external_url),
-                    ));
+                    out.extend(
+                        rt.alerts
+                            .iter()
+                            .filter(|(_, a)| a.phase == Phase::Firing)
+                            .map(|(f, a)| {
+                                firing_alert(&rt.rule, f, a, ends, &self.inputs.external_url)
+                            }),
+                    );
                 }
             }
         }
@@ -864,7 +883,12 @@ fn resend_ns(interval: Duration) -> i64 {
 /// Moves a rule's alerts through their phases given this evaluation's
 /// samples, and returns what to send: every firing alert, and the alerts
 /// that resolved now.
-fn advance(rt: &mut RuleRuntime, samples: Vec<Sample>, now_ns: i64, external_url: &str) -> Vec<Alert> {
+fn advance(
+    rt: &mut RuleRuntime,
+    samples: Vec<Sample>,
+    now_ns: i64,
+    external_url: &str,
+) -> Vec<Alert> {
     let pending_for = i64::try_from(rt.rule.config.pending_for().as_nanos()).unwrap_or(i64::MAX);
     let keep = i64::try_from(rt.rule.config.keep_firing().as_nanos()).unwrap_or(i64::MAX);
     let mut current: BTreeMap<String, Sample> = BTreeMap::new();
@@ -936,7 +960,13 @@ fn advance(rt: &mut RuleRuntime, samples: Vec<Sample>, now_ns: i64, external_url
     out
 }
 
-fn firing_alert(rule: &CompiledRule, f: &str, a: &ActiveAlert, ends_ns: i64, external_url: &str) -> Alert {
+fn firing_alert(
+    rule: &CompiledRule,
+    f: &str,
+    a: &ActiveAlert,
+    ends_ns: i64,
+    external_url: &str,
+) -> Alert {
     Alert {
         status: AlertStatus::Firing,
         labels: a.labels.clone(),
@@ -985,7 +1015,13 @@ pub fn sample_alerts(rule: &RuleConfig, external_url: &str) -> Result<Vec<Alert>
         issue_id: sample.issue_id,
     };
     let interval = rule.interval_or(Duration::from_secs(30));
-    let mut alert = firing_alert(&compiled, &f, &active, now.saturating_add(resend_ns(interval)), external_url);
+    let mut alert = firing_alert(
+        &compiled,
+        &f,
+        &active,
+        now.saturating_add(resend_ns(interval)),
+        external_url,
+    );
     let mut annotations = sample.extra_annotations;
     annotations.extend(alert.annotations);
     alert.annotations = annotations;

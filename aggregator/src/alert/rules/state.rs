@@ -92,7 +92,9 @@ pub struct StateStore {
 
 impl std::fmt::Debug for StateStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StateStore").field("path", &self.path).finish()
+        f.debug_struct("StateStore")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -199,7 +201,10 @@ impl StateStore {
         let act = "read rule state";
         let txn = self.db.begin_read().map_err(db_error(act))?;
         let meta = txn.open_table(META).map_err(db_error(act))?;
-        Ok(meta.get(key).map_err(db_error(act))?.map_or(0, |g| g.value()))
+        Ok(meta
+            .get(key)
+            .map_err(db_error(act))?
+            .map_or(0, |g| g.value()))
     }
 
     /// Sets a counter.
@@ -258,8 +263,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = StateStore::open(dir.path()).unwrap();
-            s.save("a", "h1", &BTreeMap::from([("f1".into(), alert(1.0)), ("f2".into(), alert(2.0))]))
-                .unwrap();
+            s.save(
+                "a",
+                "h1",
+                &BTreeMap::from([("f1".into(), alert(1.0)), ("f2".into(), alert(2.0))]),
+            )
+            .unwrap();
             s.save("ab", "h2", &BTreeMap::from([("f1".into(), alert(3.0))]))
                 .unwrap();
             // Replacing `a` leaves `ab` alone.

@@ -67,9 +67,10 @@ impl Template {
             if trim_left && let Some(Part::Text(t)) = parts.last_mut() {
                 t.truncate(t.trim_end().len());
             }
-            parts.push(parse_action(action).map_err(|e| {
-                format!("{e} in `{{{{{raw}}}}}` at byte {}", offset + open)
-            })?);
+            parts.push(
+                parse_action(action)
+                    .map_err(|e| format!("{e} in `{{{{{raw}}}}}` at byte {}", offset + open))?,
+            );
             let consumed = open + 2 + close + 2;
             offset += consumed;
             rest = &rest[consumed..];
@@ -80,10 +81,7 @@ impl Template {
             }
         }
         if let Some(stray) = rest.find("}}") {
-            return Err(format!(
-                "`}}}}` without `{{{{` at byte {}",
-                offset + stray
-            ));
+            return Err(format!("`}}}}` without `{{{{` at byte {}", offset + stray));
         }
         if !rest.is_empty() {
             parts.push(Part::Text(rest.to_string()));
@@ -125,7 +123,9 @@ pub fn format_value(v: f64) -> String {
 
 fn parse_action(action: &str) -> Result<Part, String> {
     if action.contains('|') {
-        return Err("pipelines are not supported (only $labels.<name>, $value, $externalURL)".into());
+        return Err(
+            "pipelines are not supported (only $labels.<name>, $value, $externalURL)".into(),
+        );
     }
     match action {
         "$value" | "$.Value" | ".Value" => return Ok(Part::Value),
@@ -179,12 +179,21 @@ mod tests {
     fn templates_expand_labels_value_and_url() {
         let cases = [
             ("{{ $value }} errors in {{ $labels.namespace }}", 12.0),
-            ("{{$labels.severity}}: {{ $labels.alertname }} ({{ $value }})", 3.5),
+            (
+                "{{$labels.severity}}: {{ $labels.alertname }} ({{ $value }})",
+                3.5,
+            ),
             ("see {{ $externalURL }}/api/v1/logs/search", 0.0),
             ("missing: [{{ $labels.nope }}]", 1.0),
-            ("Go style: {{ .Labels.namespace }} {{ .Value }} {{- $value -}}", 7.0),
+            (
+                "Go style: {{ .Labels.namespace }} {{ .Value }} {{- $value -}}",
+                7.0,
+            ),
             ("no actions, just { braces }", 1.0),
-            ("中文告警：{{ $labels.namespace }} 出现 {{ $value }} 个错误", 42.0),
+            (
+                "中文告警：{{ $labels.namespace }} 出现 {{ $value }} 个错误",
+                42.0,
+            ),
         ];
         let rendered: Vec<String> = cases
             .iter()

@@ -92,13 +92,23 @@ impl Setup {
     fn errors(&mut self, namespace: &str, n: usize) {
         let now = self.now();
         let records = (0..n)
-            .map(|i| record(now - 1_000 - i as i64, Severity::Error, namespace, "payment failed"))
+            .map(|i| {
+                record(
+                    now - 1_000 - i as i64,
+                    Severity::Error,
+                    namespace,
+                    "payment failed",
+                )
+            })
             .collect();
         self.writer.write_batches(vec![records]).unwrap();
     }
 
     fn sentry_event(&mut self, project: &str, event: Value) {
-        let id = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(event.to_string().as_bytes()));
+        let id = format!(
+            "{:032x}",
+            xxhash_rust::xxh3::xxh3_128(event.to_string().as_bytes())
+        );
         let r = event_record(self.now() - 1_000, project, &id, &event);
         self.writer.write_batches(vec![vec![r]]).unwrap();
     }
@@ -183,7 +193,10 @@ async fn log_rule_fires_after_for_with_one_alert_per_group_then_resolves() {
             (Firing, "shop".into(), "3 errors in shop".into()),
         ]]
     );
-    let shop = puts[0].iter().find(|a| a.labels["namespace"] == "shop").unwrap();
+    let shop = puts[0]
+        .iter()
+        .find(|a| a.labels["namespace"] == "shop")
+        .unwrap();
     let fired_at = time(t0 + 60_000_000_000);
     assert_eq!(shop.starts_at, fired_at);
     assert_eq!(shop.ends_at, time(t0 + 60_000_000_000 + 120_000_000_000));
@@ -204,7 +217,11 @@ async fn log_rule_fires_after_for_with_one_alert_per_group_then_resolves() {
     step(&engine, 30 * SECS).await;
     let puts = s.sink.take();
     assert_eq!(puts.len(), 1);
-    assert!(puts[0].iter().all(|a| a.status == Firing && a.starts_at == fired_at));
+    assert!(
+        puts[0]
+            .iter()
+            .all(|a| a.status == Firing && a.starts_at == fired_at)
+    );
     // The records leave the window 5m after they were written.
     step(&engine, 210 * SECS).await;
     let puts = s.sink.take();
@@ -216,7 +233,11 @@ async fn log_rule_fires_after_for_with_one_alert_per_group_then_resolves() {
             (Resolved, "shop".into(), "3 errors in shop".into()),
         ]]
     );
-    assert!(puts[0].iter().all(|a| a.ends_at == resolve_at && a.starts_at == fired_at));
+    assert!(
+        puts[0]
+            .iter()
+            .all(|a| a.ends_at == resolve_at && a.starts_at == fired_at)
+    );
     // Resolved is sent once.
     step(&engine, 30 * SECS).await;
     assert!(s.sink.take().is_empty());
@@ -284,7 +305,10 @@ keep_firing_for: 2m",
     step(&engine, 30 * SECS).await;
     step(&engine, 150 * SECS).await; // lost again at 120s + 40s, kept until 280s
     let all: Vec<Alert> = s.sink.take().into_iter().flatten().collect();
-    assert!(all.iter().all(|a| a.status == AlertStatus::Firing && a.starts_at == started));
+    assert!(
+        all.iter()
+            .all(|a| a.status == AlertStatus::Firing && a.starts_at == started)
+    );
     engine.shutdown().await;
 }
 
@@ -337,11 +361,16 @@ annotations: { summary: 'new issue {{ $labels.issue_id }}: see {{ $externalURL }
     let puts = s.sink.take();
     assert!(!puts.is_empty());
     for a in puts.iter().flatten() {
-        assert_eq!((a.fingerprint.as_str(), a.starts_at), (fingerprint.as_str(), started));
+        assert_eq!(
+            (a.fingerprint.as_str(), a.starts_at),
+            (fingerprint.as_str(), started)
+        );
     }
     // Resolving the issue resolves the alert; a newer event reopens it as a
     // regression, which fires the regression rule.
-    s.issues.set_status(1, crate::issues::Status::Resolved, s.now()).unwrap();
+    s.issues
+        .set_status(1, crate::issues::Status::Resolved, s.now())
+        .unwrap();
     step(&engine, 30 * SECS).await;
     let puts = s.sink.take();
     assert_eq!(puts.len(), 1);
@@ -369,7 +398,10 @@ async fn issues_missed_by_a_lagging_subscriber_are_read_from_the_issue_store() {
     // More announcements than the channel holds (64), before the engine runs.
     for i in 0..40u8 {
         // Letters past `f`: grouping keeps them (digits and hex are normalised).
-        let name: String = [b'g' + i / 20, b'g' + i % 20].iter().map(|&b| b as char).collect();
+        let name: String = [b'g' + i / 20, b'g' + i % 20]
+            .iter()
+            .map(|&b| b as char)
+            .collect();
         s.sentry_event("1", json!({"message": format!("failure in module {name}")}));
     }
     engine.settle().await.unwrap();
@@ -410,15 +442,23 @@ annotations: { summary: '{{ $value }} events of {{ $labels.issue_id }}' }",
     assert_eq!(a.annotations["summary"], "3 events of 1");
     assert_eq!(a.annotations["title"], "hot");
     // A project total counts both issues.
-    let total = rule("name: Project\ntype: error\non: event_rate\nwindow: 5m\nabove: 3\nper: project\nproject: 42\n");
+    let total = rule(
+        "name: Project\ntype: error\non: event_rate\nwindow: 5m\nabove: 3\nper: project\nproject: 42\n",
+    );
     engine.reload(vec![total]).await.unwrap();
     let puts = s.sink.take();
     let all: Vec<&Alert> = puts.iter().flatten().collect();
     // The reload resolves the replaced rule's alert and fires the new one.
     assert_eq!(all.len(), 2, "{all:#?}");
-    assert_eq!((all[0].status, all[0].labels["alertname"].as_str()), (AlertStatus::Resolved, "HotIssue"));
+    assert_eq!(
+        (all[0].status, all[0].labels["alertname"].as_str()),
+        (AlertStatus::Resolved, "HotIssue")
+    );
     assert_eq!(all[1].labels["project"], "42");
-    assert_eq!(all[1].generator_url, "https://mecha.example.com/api/v1/issues?project=42");
+    assert_eq!(
+        all[1].generator_url,
+        "https://mecha.example.com/api/v1/issues?project=42"
+    );
     // Out of the window: resolved.
     step(&engine, 300 * SECS).await;
     let puts = s.sink.take();
@@ -448,7 +488,10 @@ async fn a_restart_keeps_pending_progress_and_firing_alerts() {
     let engine = s.engine(&[slow, fast]).await;
     let board = engine.board().snapshot();
     let slow_alert = &board[0].alerts[0];
-    assert_eq!((slow_alert.state, slow_alert.active_since), ("pending", time(t0)));
+    assert_eq!(
+        (slow_alert.state, slow_alert.active_since),
+        ("pending", time(t0))
+    );
     let puts = s.sink.take();
     assert_eq!(puts.len(), 1);
     assert_eq!(puts[0].len(), 1, "only the firing alert is sent: {puts:#?}");
@@ -503,7 +546,10 @@ async fn a_reload_keeps_the_state_of_unchanged_rules_only() {
     // An invalid reload changes nothing.
     let bad = rule("name: Bad\ntype: log\nquery: 'level:(error'\nwindow: 1m\n");
     let err = engine.reload(vec![bad]).await.unwrap_err().to_string();
-    assert!(err.contains("alert rule \"Bad\": query: invalid query"), "{err}");
+    assert!(
+        err.contains("alert rule \"Bad\": query: invalid query"),
+        "{err}"
+    );
     assert_eq!(engine.board().snapshot().len(), 2);
     engine.shutdown().await;
 }
@@ -538,7 +584,10 @@ fn rule_checks_name_file_line_and_key() {
     );
     let mut alerting = config.aggregator.alerting.clone();
     alerting.rules.remove(1);
-    let text_without_b = text.replace("      - name: B\n        type: log\n        query: 'level:(error'\n        window: 5m\n", "");
+    let text_without_b = text.replace(
+        "      - name: B\n        type: log\n        query: 'level:(error'\n        window: 5m\n",
+        "",
+    );
     let err = check(&alerting, "mecha.yaml", &text_without_b)
         .unwrap_err()
         .to_string();
@@ -552,7 +601,9 @@ fn rule_checks_name_file_line_and_key() {
 fn sample_alerts_show_what_each_kind_of_rule_sends() {
     let rules = [
         payment_rule(),
-        rule("name: NewIssue\ntype: error\non: new_issue\nproject: 42\nlabels: { team: payments }\nannotations: { summary: 'new: {{ $labels.issue_id }}' }\n"),
+        rule(
+            "name: NewIssue\ntype: error\non: new_issue\nproject: 42\nlabels: { team: payments }\nannotations: { summary: 'new: {{ $labels.issue_id }}' }\n",
+        ),
         rule("name: Project\ntype: error\non: event_rate\nwindow: 5m\nabove: 100\nper: project\n"),
     ];
     let mut out = Vec::new();
@@ -574,15 +625,27 @@ fn fingerprints_are_alertmanagers() {
     // What Alertmanager 0.25.0 (Debian's prometheus-alertmanager) answered
     // in `GET /api/v2/alerts` for these alerts posted to it.
     let l = |pairs: &[(&str, &str)]| -> Labels {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     };
     let measured = [
         (
-            l(&[("alertname", "PaymentErrors"), ("namespace", "shop"), ("severity", "critical")]),
+            l(&[
+                ("alertname", "PaymentErrors"),
+                ("namespace", "shop"),
+                ("severity", "critical"),
+            ]),
             "0513904078de6d3c",
         ),
         (
-            l(&[("alertname", "NewIssue"), ("issue_id", "1"), ("level", "error"), ("project", "42")]),
+            l(&[
+                ("alertname", "NewIssue"),
+                ("issue_id", "1"),
+                ("level", "error"),
+                ("project", "42"),
+            ]),
             "84b60584d03f3f34",
         ),
         (l(&[("alertname", "中文"), ("k", "値")]), "9e2e66b421e14026"),
