@@ -198,7 +198,7 @@ impl RuleConfig {
     }
 
     /// The window (the default for issue triggers; zero if a count rule
-    /// has none, which [`check_rules`] rejects).
+    /// has none, which the config check rejects).
     pub fn window_or_default(&self) -> std::time::Duration {
         match (self.window, self.on) {
             (Some(w), _) => w.0,

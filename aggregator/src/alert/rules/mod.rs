@@ -385,11 +385,22 @@ pub async fn spawn(
     })??;
     let (state, mut saved, max_issue_id) = opened;
     let now = Instant::now();
+    let now_ns = (inputs.clock)();
+    // Alerts that were firing under a rule that changed or went while we
+    // were down are sent resolved: nothing will re-send them.
+    let mut resolved = Vec::new();
     let mut runtimes = Vec::new();
     for rule in compiled {
         let alerts = match saved.remove(&rule.config.name) {
             Some(s) if s.definition == rule.definition => s.alerts,
-            _ => BTreeMap::new(),
+            Some(s) => {
+                resolved.extend(resolve_all(&s.alerts, now_ns));
+                if let Err(e) = state.save(&rule.config.name, &rule.definition, &BTreeMap::new()) {
+                    tracing::warn!(rule = %rule.config.name, error = %e, "cannot write rule state");
+                }
+                BTreeMap::new()
+            }
+            None => BTreeMap::new(),
         };
         runtimes.push(RuleRuntime {
             interval: rule.config.interval_or(inputs.evaluation_interval),
@@ -400,36 +411,18 @@ pub async fn spawn(
             last: LastEval::default(),
         });
     }
+    for (name, gone) in saved {
+        resolved.extend(resolve_all(&gone.alerts, now_ns));
+        if let Err(e) = state.remove(&name) {
+            tracing::warn!(rule = %name, error = %e, "cannot forget the state of a removed rule");
+        }
+    }
     let core = Core {
         rules: runtimes,
         state,
         inputs,
         max_issue_id,
     };
-    // Rules gone or changed while we were down: resolve what they had firing.
-    let stale: Vec<(String, SavedStale)> = saved
-        .into_iter()
-        .map(|(name, s)| (name, SavedStale(s.alerts)))
-        .collect();
-    let now_ns = (core.inputs.clock)();
-    let mut resolved = Vec::new();
-    for (name, SavedStale(alerts)) in &stale {
-        resolved.extend(resolve_all(alerts, now_ns));
-        if let Err(e) = core.state.remove(name) {
-            tracing::warn!(rule = %name, error = %e, "cannot forget the state of a removed rule");
-        }
-    }
-    // Rules restored with changed definitions were forgotten by `load`
-    // above only in memory; write their (empty) state now.
-    for rt in &core.rules {
-        if rt.alerts.is_empty()
-            && let Err(e) = core
-                .state
-                .save(&rt.rule.config.name, &rt.rule.definition, &rt.alerts)
-        {
-            tracing::warn!(rule = %rt.rule.config.name, error = %e, "cannot write rule state");
-        }
-    }
     if !resolved.is_empty() {
         core.inputs.sink.put(resolved);
     }
@@ -442,8 +435,6 @@ pub async fn spawn(
         task,
     })
 }
-
-struct SavedStale(BTreeMap<String, ActiveAlert>);
 
 /// Resolved alerts for every firing one of `alerts`.
 fn resolve_all(alerts: &BTreeMap<String, ActiveAlert>, now_ns: i64) -> Vec<Alert> {
