@@ -710,3 +710,67 @@ async fn rules_api_lists_rules_with_state_and_alerts() {
     );
     agg.shutdown().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rule_changed_while_down_resolves_what_it_had_firing() {
+    let mut s = setup();
+    s.errors("shop", 3);
+    let mut r = payment_rule();
+    r.for_ = None;
+    let engine = s.engine(std::slice::from_ref(&r)).await;
+    assert_eq!(s.sink.take()[0][0].status, AlertStatus::Firing);
+    engine.shutdown().await;
+    tokio::time::advance(10 * SECS).await;
+    r.at_least = Some(100);
+    let engine = s.engine(&[r]).await;
+    let puts = s.sink.take();
+    let got: Vec<(AlertStatus, &str)> = puts
+        .iter()
+        .flatten()
+        .map(|a| (a.status, a.labels["namespace"].as_str()))
+        .collect();
+    assert_eq!(got, [(AlertStatus::Resolved, "shop")]);
+    assert!(engine.board().snapshot()[0].alerts.is_empty());
+    engine.shutdown().await;
+}
+
+#[test]
+#[ignore = "measurement, run by hand"]
+fn measure_grouped_counts() {
+    let dir = tempdir();
+    let (store, mut writer) = open_store(dir.path());
+    let now = crate::store::days::now_ns();
+    for batch in 0..20 {
+        let records = (0..10_000)
+            .map(|i| {
+                let n = batch * 10_000 + i;
+                let sev = if n % 10 == 0 {
+                    Severity::Error
+                } else {
+                    Severity::Info
+                };
+                record(
+                    now - 1_000_000 - n,
+                    sev,
+                    &format!("ns{}", n % 20),
+                    "payment failed",
+                )
+            })
+            .collect();
+        writer.write_batches(vec![records]).unwrap();
+    }
+    for (q, g) in [
+        ("level:error", vec![]),
+        ("level:error", vec!["namespace".to_string()]),
+        ("*", vec!["namespace".to_string()]),
+    ] {
+        let started = std::time::Instant::now();
+        let c = store.count_by(q, now - 3_600_000_000_000, now, &g).unwrap();
+        println!(
+            "{q} by {g:?}: total {} groups {} in {:?}",
+            c.total,
+            c.groups.len(),
+            started.elapsed()
+        );
+    }
+}
