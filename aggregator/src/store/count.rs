@@ -106,19 +106,28 @@ impl Store {
                     continue;
                 }
                 let reader = searcher.segment_reader(m.segment);
-                let values: Vec<Vec<Option<String>>> = sources
+                let values: Vec<(Vec<String>, Vec<u32>)> = sources
                     .iter()
                     .map(|s| values_of(reader, &m, s))
                     .collect::<Result<_, _>>()
                     .map_err(|e| Error::index(day.day, e))?;
-                let mut per_doc: HashMap<Vec<String>, u64> = HashMap::new();
-                for i in 0..values.first().map_or(0, Vec::len) {
-                    let key: Vec<String> = values
+                // Count by value ordinals first: no string per document.
+                let mut by_ords: HashMap<Vec<u32>, u64> = HashMap::new();
+                for i in 0..values.first().map_or(0, |(_, ords)| ords.len()) {
+                    let key: Vec<u32> = values
                         .iter()
-                        .map(|v| v.get(i).cloned().flatten().unwrap_or_default())
+                        .map(|(_, ords)| ords.get(i).copied().unwrap_or(NONE))
                         .collect();
-                    *per_doc.entry(key).or_default() += 1;
+                    *by_ords.entry(key).or_default() += 1;
                 }
+                let per_doc = by_ords.into_iter().map(|(ords, n)| {
+                    let key: Vec<String> = ords
+                        .iter()
+                        .zip(&values)
+                        .map(|(o, (dict, _))| dict.get(*o as usize).cloned().unwrap_or_default())
+                        .collect();
+                    (key, n)
+                });
                 for (key, n) in per_doc {
                     if out.groups.len() < MAX_GROUPS || out.groups.contains_key(&key) {
                         *out.groups.entry(key).or_default() += n;
@@ -256,18 +265,30 @@ impl SegmentCollector for MatchSet {
     }
 }
 
-/// The value of one `group_by` field for each matching document of a
-/// segment (by rank), from the first source that has one.
+/// "No value" among value ordinals.
+const NONE: u32 = u32::MAX;
+
+/// The values of one `group_by` field in a segment and, for each matching
+/// document (by rank), the ordinal of its value ([`NONE`] without one),
+/// from the first source that has one.
 fn values_of(
     reader: &SegmentReader,
     matches: &MatchSet,
     sources: &[Source],
-) -> tantivy::Result<Vec<Option<String>>> {
+) -> tantivy::Result<(Vec<String>, Vec<u32>)> {
     let n = usize::try_from(matches.count).unwrap_or(usize::MAX);
-    let mut values: Vec<Option<String>> = vec![None; n];
+    let mut dict: Vec<String> = Vec::new();
+    let mut known: HashMap<String, u32> = HashMap::new();
+    let mut intern = |dict: &mut Vec<String>, v: String| -> u32 {
+        *known.entry(v).or_insert_with_key(|v| {
+            dict.push(v.clone());
+            u32::try_from(dict.len() - 1).unwrap_or(NONE)
+        })
+    };
+    let mut ords = vec![NONE; n];
     for source in sources {
         let mut seen_here = vec![0u8; n];
-        let mut found: Vec<Option<String>> = vec![None; n];
+        let mut found = vec![NONE; n];
         let (field, prefix, tokenized) = match source {
             Source::Raw(field) => (*field, Vec::new(), false),
             Source::Json {
@@ -289,6 +310,7 @@ fn values_of(
             let Some(value) = decode(&key[prefix.len()..], prefix.is_empty()) else {
                 continue;
             };
+            let mut ord = None;
             let mut postings =
                 index.read_postings_from_terminfo(terms.value(), IndexRecordOption::Basic)?;
             let mut doc = postings.doc();
@@ -297,8 +319,8 @@ fn values_of(
                     let r = matches.rank(doc);
                     if let (Some(count), Some(slot)) = (seen_here.get_mut(r), found.get_mut(r)) {
                         *count = count.saturating_add(1);
-                        if slot.is_none() {
-                            *slot = Some(value.clone());
+                        if *slot == NONE {
+                            *slot = *ord.get_or_insert_with(|| intern(&mut dict, value.clone()));
                         }
                     }
                 }
@@ -314,20 +336,22 @@ fn values_of(
             for (r, doc) in matches.docs().enumerate() {
                 if seen_here.get(r).is_some_and(|&c| c > 1) {
                     let stored: TantivyDocument = store.get(doc)?;
-                    let whole = stored_value(&stored, *field, path).map(|v| v.to_lowercase());
-                    if let Some(slot) = found.get_mut(r) {
-                        *slot = whole.or(slot.take());
+                    if let (Some(whole), Some(slot)) = (
+                        stored_value(&stored, *field, path).map(|v| v.to_lowercase()),
+                        found.get_mut(r),
+                    ) {
+                        *slot = intern(&mut dict, whole);
                     }
                 }
             }
         }
-        for (slot, v) in values.iter_mut().zip(found) {
-            if slot.is_none() {
+        for (slot, v) in ords.iter_mut().zip(found) {
+            if *slot == NONE {
                 *slot = v;
             }
         }
     }
-    Ok(values)
+    Ok((dict, ords))
 }
 
 /// A term's value as text: the bytes of a raw string field, or the typed
