@@ -75,6 +75,14 @@ pub enum Error {
         /// The underlying error, rendered.
         reason: String,
     },
+    /// The alert rules' state file reported an error.
+    #[error("alert rule state: {action}: {reason}")]
+    AlertState {
+        /// What we were doing (`write rule state`, ...).
+        action: &'static str,
+        /// The underlying error, rendered.
+        reason: String,
+    },
     /// A request or config item the alerting API cannot accept (a silence
     /// without matchers, an end before its start, ...).
     #[error("{what}: {reason}")]
@@ -84,6 +92,19 @@ pub enum Error {
         /// What was expected and what was found.
         reason: String,
     },
+    /// An alert rule cannot be used as written.
+    #[error("alert rule {rule:?}: {key}: {reason}")]
+    Rule {
+        /// The rule's name.
+        rule: String,
+        /// The key of the rule at fault (`query`, `annotations.summary`).
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The rule engine is not running (stopped or failed).
+    #[error("alert rule engine is not running")]
+    RulesStopped,
     /// A search query could not be parsed.
     #[error("invalid query {query:?}: {reason}")]
     Query {

@@ -37,6 +37,8 @@ use tokio::task::JoinHandle;
 pub use error::Error;
 pub use ingest::{Ingest, IngestOutcome};
 
+use crate::alert::AlertSink;
+use crate::alert::rules::{RuleBoard, RuleEngineHandle};
 use crate::issues::route::EventRouter;
 use crate::issues::{IssueEvent, IssueStore};
 use crate::metrics::Metrics;
@@ -102,6 +104,9 @@ pub struct Aggregator {
     servers: Vec<(&'static str, JoinHandle<Result<(), Error>>)>,
     writer_task: JoinHandle<()>,
     retention_task: JoinHandle<()>,
+    data_dir: PathBuf,
+    rule_board: RuleBoard,
+    rule_engine: Option<RuleEngineHandle>,
 }
 
 impl Aggregator {
@@ -145,6 +150,7 @@ impl Aggregator {
         let ready = Arc::new(AtomicBool::new(false));
         let retention_task = tokio::spawn(retention_loop(ingest.clone()));
 
+        let rule_board = RuleBoard::default();
         let (stop, stopped) = watch::channel(false);
         let mut servers = Vec::new();
         let mut grpc_addr = None;
@@ -194,6 +200,7 @@ impl Aggregator {
                 metrics: Arc::clone(&metrics),
                 ready: Arc::clone(&ready),
                 alerting: alerting.clone(),
+                rules: rule_board.clone(),
             });
             let signal = wait_for_stop(stopped.clone());
             let task = tokio::spawn(async move {
@@ -208,7 +215,10 @@ impl Aggregator {
             servers.push(("http", task));
         }
         ready.store(true, Ordering::Release);
-        Ok(Aggregator {
+        let rules = opts.alerting.rules.clone();
+        let evaluation_interval = opts.alerting.evaluation_interval.0;
+        let external_url = opts.alerting.external_url.clone();
+        let mut aggregator = Aggregator {
             ingest,
             store,
             issues,
@@ -221,7 +231,69 @@ impl Aggregator {
             servers,
             writer_task,
             retention_task,
-        })
+            data_dir: opts.data_dir,
+            rule_board,
+            rule_engine: None,
+        };
+        if !rules.is_empty() {
+            let sink = aggregator.alert_sink();
+            aggregator
+                .start_rules(rules, evaluation_interval, external_url, Some(sink))
+                .await?;
+        }
+        Ok(aggregator)
+    }
+
+    /// Starts (or restarts) evaluating alert rules, their
+    /// state under `<data_dir>/alerts/`, handing alerts to `sink` (the
+    /// dispatcher's). Without a sink nothing starts. Links in alerts start
+    /// with `external_url`, by default `http://<http listener>`.
+    pub async fn start_rules(
+        &mut self,
+        rules: Vec<mecha_config::RuleConfig>,
+        evaluation_interval: Duration,
+        external_url: Option<String>,
+        sink: Option<Arc<dyn AlertSink>>,
+    ) -> Result<(), Error> {
+        let Some(sink) = sink else {
+            if !rules.is_empty() {
+                tracing::warn!(
+                    rules = rules.len(),
+                    "alert rules not started: no alert dispatcher"
+                );
+            }
+            return Ok(());
+        };
+        let external_url = external_url.unwrap_or_else(|| match self.http_addr {
+            Some(a) => format!("http://{a}"),
+            None => "http://localhost:8080".to_string(),
+        });
+        let inputs = alert::rules::EngineInputs {
+            store: Arc::clone(&self.store),
+            issues: Arc::clone(&self.issues),
+            sink,
+            metrics: Arc::clone(&self.metrics),
+            state_dir: alert::rules::state_dir(&self.data_dir),
+            external_url,
+            evaluation_interval,
+            clock: alert::rules::system_clock(),
+        };
+        let engine = alert::rules::spawn(
+            rules,
+            inputs,
+            Some(self.hooks.subscribe()),
+            self.rule_board.clone(),
+        )
+        .await?;
+        if let Some(old) = self.rule_engine.replace(engine) {
+            old.shutdown().await;
+        }
+        Ok(())
+    }
+
+    /// The running rule engine, to reload its rules (SIGHUP).
+    pub fn rule_engine(&self) -> Option<&RuleEngineHandle> {
+        self.rule_engine.as_ref()
     }
 
     /// The address the gRPC listener is bound to, if on.
@@ -277,6 +349,9 @@ impl Aggregator {
     /// Stops the listeners (letting in-flight requests finish), commits what is
     /// pending and stops the writer.
     pub async fn shutdown(self) -> Result<(), Error> {
+        if let Some(engine) = self.rule_engine {
+            engine.shutdown().await;
+        }
         let _ = self.stop.send(true);
         let mut first_error = None;
         for (what, task) in self.servers {

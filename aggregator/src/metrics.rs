@@ -5,7 +5,8 @@
 //! This module must not decide anything: it only counts.
 
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
     TextEncoder,
 };
 
@@ -167,6 +168,9 @@ pub struct Metrics {
     alert_groups: IntGauge,
     alert_nflog_entries: IntGauge,
     alert_silences: IntGaugeVec,
+    rule_evaluations: IntCounterVec,
+    rule_failures: IntCounterVec,
+    rule_duration: GaugeVec,
 }
 
 impl Metrics {
@@ -299,6 +303,30 @@ impl Metrics {
         registry.register(Box::new(alert_groups.clone()))?;
         registry.register(Box::new(alert_nflog_entries.clone()))?;
         registry.register(Box::new(alert_silences.clone()))?;
+        let rule_evaluations = IntCounterVec::new(
+            Opts::new(
+                "mecha_rule_evaluations_total",
+                "Evaluations of alert rules, by rule.",
+            ),
+            &["rule"],
+        )?;
+        let rule_failures = IntCounterVec::new(
+            Opts::new(
+                "mecha_rule_evaluation_failures_total",
+                "Failed evaluations of alert rules (query or store errors), by rule.",
+            ),
+            &["rule"],
+        )?;
+        let rule_duration = GaugeVec::new(
+            Opts::new(
+                "mecha_rule_last_evaluation_duration_seconds",
+                "Duration of the last evaluation of each alert rule.",
+            ),
+            &["rule"],
+        )?;
+        registry.register(Box::new(rule_evaluations.clone()))?;
+        registry.register(Box::new(rule_failures.clone()))?;
+        registry.register(Box::new(rule_duration.clone()))?;
         registry.register(Box::new(issue_events.clone()))?;
         registry.register(Box::new(issues_created.clone()))?;
         registry.register(Box::new(issues_regressed.clone()))?;
@@ -338,6 +366,9 @@ impl Metrics {
             alert_groups,
             alert_nflog_entries,
             alert_silences,
+            rule_evaluations,
+            rule_failures,
+            rule_duration,
         })
     }
 
@@ -373,6 +404,22 @@ impl Metrics {
                 .with_label_values(&[state])
                 .set(gauge(n));
         }
+    }
+
+    /// Counts one evaluation of an alert rule and notes its duration.
+    pub fn rule_evaluated(&self, rule: &str, seconds: f64, ok: bool) {
+        self.rule_evaluations.with_label_values(&[rule]).inc();
+        if !ok {
+            self.rule_failures.with_label_values(&[rule]).inc();
+        }
+        self.rule_duration.with_label_values(&[rule]).set(seconds);
+    }
+
+    /// Forgets the series of a rule that no longer exists.
+    pub fn rule_removed(&self, rule: &str) {
+        let _ = self.rule_evaluations.remove_label_values(&[rule]);
+        let _ = self.rule_failures.remove_label_values(&[rule]);
+        let _ = self.rule_duration.remove_label_values(&[rule]);
     }
 
     /// Counts Sentry events by outcome.
@@ -452,6 +499,7 @@ mod tests {
         m.issue_request(SearchOutcome::BadRequest);
         m.alert_notification("ops", NotifyOutcome::RetryableError);
         m.alert_gauges(2, 1, 3, 4, (0, 5, 6));
+        m.rule_evaluated("PaymentErrors", 0.25, false);
         let text = m.render();
         for name in [
             "mecha_aggregator_received_records_total{transport=\"grpc\"} 3",
@@ -472,6 +520,9 @@ mod tests {
             "mecha_alert_groups 3",
             "mecha_alert_nflog_entries 4",
             "mecha_alert_silences{state=\"expired\"} 6",
+            "mecha_rule_evaluations_total{rule=\"PaymentErrors\"} 1",
+            "mecha_rule_evaluation_failures_total{rule=\"PaymentErrors\"} 1",
+            "mecha_rule_last_evaluation_duration_seconds{rule=\"PaymentErrors\"} 0.25",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }

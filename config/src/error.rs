@@ -26,6 +26,19 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
+    /// A mistake at `key` (a dotted path such as
+    /// `aggregator.alerting.rules[2].query`) of the config `text` read from
+    /// `file`, with the key's line found in the text: for checks made
+    /// outside this crate, by the owners of a syntax (queries, templates).
+    pub fn at(file: &str, text: &str, key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: file.to_string(),
+            line: locate_or_parent(text, key),
+            key: key.to_string(),
+            reason: reason.into(),
+        }
+    }
+
     pub(crate) fn from_yaml(
         file: &str,
         text: &str,
@@ -83,6 +96,21 @@ pub(crate) fn locate(text: &str, path: &str) -> Option<usize> {
         }
     }
     found
+}
+
+/// The line of `path`, or of its nearest enclosing key that is written (a
+/// missing key is reported at the mapping that lacks it); 0 when none is.
+pub(crate) fn locate_or_parent(text: &str, path: &str) -> usize {
+    let mut path = path;
+    loop {
+        if let Some(line) = locate(text, path) {
+            return line;
+        }
+        match path.rfind('.') {
+            Some(i) => path = &path[..i],
+            None => return 0,
+        }
+    }
 }
 
 /// The line of entry `n` of the block sequence under the key on line `key`:

@@ -12,6 +12,7 @@ mod error;
 mod interpolate;
 mod receivers;
 mod route;
+mod rules;
 mod schema;
 mod sentry;
 mod values;
@@ -22,6 +23,9 @@ pub use receivers::ReceiverConfig;
 pub use route::{
     DEFAULT_GROUP_INTERVAL, DEFAULT_GROUP_WAIT, DEFAULT_REPEAT_INTERVAL, GroupBy,
     InhibitRuleConfig, MatchOp, Matcher, RouteConfig, matches_all, parse_matchers,
+pub use rules::{
+    DEFAULT_ISSUE_WINDOW, ErrorTrigger, OneOrMany, RatePer, RuleConfig, RuleKind, is_label_name,
+    label_for_field,
 };
 pub use schema::*;
 pub use sentry::{

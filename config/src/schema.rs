@@ -539,7 +539,7 @@ impl Config {
     pub(crate) fn check(&self, file: &str, text: &str) -> Result<(), ConfigError> {
         let fail = |key: String, reason: String| ConfigError::Invalid {
             file: file.to_string(),
-            line: crate::error::locate(text, &key).unwrap_or(0),
+            line: crate::error::locate_or_parent(text, &key),
             key,
             reason,
         };
@@ -604,6 +604,17 @@ impl Config {
                 "expected at least 1 day, found 0".into(),
             ));
         }
+        let alerting = &self.aggregator.alerting;
+        if alerting.evaluation_interval.0 < std::time::Duration::from_secs(1) {
+            return Err(fail(
+                "aggregator.alerting.evaluation_interval".into(),
+                format!(
+                    "expected at least 1s, found {}ms",
+                    alerting.evaluation_interval.0.as_millis()
+                ),
+            ));
+        }
+        crate::rules::check_rules(&alerting.rules, "aggregator.alerting.rules", &fail)?;
         if self.aggregator.issues.max_events_per_issue == 0 {
             return Err(fail(
                 "aggregator.issues.max_events_per_issue".into(),

@@ -68,7 +68,7 @@ fn init_logging() {
 fn build_config(role: Role, ov: Overrides) -> anyhow::Result<(Config, PathBuf)> {
     let from_file = ov.config.is_some();
     let mut config = match &ov.config {
-        Some(p) => mecha_config::load(p)?,
+        Some(p) => super::validate::load_checked(p)?,
         None => Config::default(),
     };
     if role == Role::Standalone && !from_file {

@@ -72,3 +72,27 @@ pub struct Notification {
     /// notifications) resolved.
     pub alerts: Vec<Alert>,
 }
+
+/// The alert fingerprint of a label set: FNV-1a (64 bit) over the sorted
+/// label names and values, each followed by the byte 255, as 16 lowercase
+/// hex digits — the function Prometheus and Alertmanager use
+/// (`model.LabelSet.Fingerprint`), so an alert has the same fingerprint here
+/// and in Alertmanager.
+pub fn fingerprint(labels: &Labels) -> String {
+    const OFFSET: u64 = 14_695_981_039_346_656_037;
+    const PRIME: u64 = 1_099_511_628_211;
+    let mut h = OFFSET;
+    let mut add = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(PRIME);
+        }
+    };
+    for (name, value) in labels {
+        add(name.as_bytes());
+        add(&[255]);
+        add(value.as_bytes());
+        add(&[255]);
+    }
+    format!("{h:016x}")
+}

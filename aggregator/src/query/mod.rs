@@ -8,6 +8,7 @@
 pub mod alerts;
 pub mod issues;
 pub mod params;
+pub mod rules;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub(crate) struct ApiState {
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
     pub alerting: crate::alert::Alerting,
+    pub rules: crate::alert::rules::RuleBoard,
 }
 
 /// The routes of the HTTP API.
@@ -46,6 +48,7 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .merge(issues::routes())
         .merge(alerts::routes())
+        .merge(rules::routes())
         .with_state(state)
 }
 

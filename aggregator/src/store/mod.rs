@@ -6,6 +6,7 @@
 //! async reactor must go through `spawn_blocking` or the writer thread. This
 //! module must not know about HTTP, gRPC or tokio.
 
+pub mod count;
 pub mod days;
 pub mod schema;
 pub mod writer;
@@ -179,25 +180,7 @@ impl Store {
     /// is an alias of `severity`; empty or `*` matches everything; a purely
     /// negative query or group, such as `NOT level:debug`, means "everything but").
     pub fn parse_query(&self, query: &str) -> Result<Box<dyn Query>, Error> {
-        let trimmed = query.trim();
-        if trimmed.is_empty() || trimmed == "*" {
-            return Ok(Box::new(AllQuery));
-        }
-        let invalid = |reason: String| Error::Query {
-            query: query.to_string(),
-            reason,
-        };
-        let ast = query_grammar::parse_query(trimmed).map_err(|_| {
-            // The strict parser says only "failed"; the lenient one says where.
-            let (_, errors) = query_grammar::parse_query_lenient(trimmed);
-            invalid(match errors.first() {
-                Some(e) => format!("{} at position {}", e.message, e.pos),
-                None => "syntax error".to_string(),
-            })
-        })?;
-        self.parser
-            .build_query_from_user_input_ast(complete_negations(ast))
-            .map_err(|e| invalid(lowercase_first(&e.to_string())))
+        parse_with(&self.parser, query)
     }
 
     /// Finds records matching `query` with `from_ns <= timestamp <= to_ns`,
@@ -264,6 +247,40 @@ impl Store {
     fn read_days(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<NaiveDate, Arc<DayIndex>>> {
         self.days.read().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Checks the syntax of a query without a store (config validation): the
+/// same parser and schema as [`Store::parse_query`].
+pub fn check_query(query: &str) -> Result<(), Error> {
+    let fields = Fields::new();
+    let parser = QueryParser::new(
+        fields.schema.clone(),
+        fields.default_fields(),
+        TokenizerManager::default(),
+    );
+    parse_with(&parser, query).map(|_| ())
+}
+
+fn parse_with(parser: &QueryParser, query: &str) -> Result<Box<dyn Query>, Error> {
+    let trimmed = query.trim();
+    if trimmed.is_empty() || trimmed == "*" {
+        return Ok(Box::new(AllQuery));
+    }
+    let invalid = |reason: String| Error::Query {
+        query: query.to_string(),
+        reason,
+    };
+    let ast = query_grammar::parse_query(trimmed).map_err(|_| {
+        // The strict parser says only "failed"; the lenient one says where.
+        let (_, errors) = query_grammar::parse_query_lenient(trimmed);
+        invalid(match errors.first() {
+            Some(e) => format!("{} at position {}", e.message, e.pos),
+            None => "syntax error".to_string(),
+        })
+    })?;
+    parser
+        .build_query_from_user_input_ast(complete_negations(ast))
+        .map_err(|e| invalid(lowercase_first(&e.to_string())))
 }
 
 /// Gives every group made only of exclusions (`NOT b`, `a AND NOT b`'s inner

@@ -89,18 +89,7 @@ pub fn is_resolved(a: &Alert, now: DateTime<Utc>) -> bool {
     a.status == AlertStatus::Resolved || (a.ends_at > a.starts_at && a.ends_at <= now)
 }
 
-/// The fingerprint of a label set: 16 lowercase hex digits of a hash of the
-/// sorted pairs.
-pub fn fingerprint(labels: &Labels) -> String {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    for (k, v) in labels {
-        h.update(k.as_bytes());
-        h.update(&[0xff]);
-        h.update(v.as_bytes());
-        h.update(&[0xff]);
-    }
-    format!("{:016x}", h.digest())
-}
+pub use crate::alert::model::fingerprint;
 
 /// How to start a [`Dispatcher`].
 pub struct DispatcherOptions {
