@@ -10,6 +10,7 @@
 mod alerting;
 mod error;
 mod interpolate;
+mod kubernetes;
 mod receivers;
 mod schema;
 mod sentry;
@@ -17,6 +18,7 @@ mod values;
 
 pub use alerting::AlertingConfig;
 pub use error::ConfigError;
+pub use kubernetes::{DEFAULT_POD_LABELS, KubeEnabled, KubernetesConfig};
 pub use receivers::ReceiverConfig;
 pub use schema::*;
 pub use sentry::{
