@@ -130,6 +130,9 @@ pub struct AgentMetrics {
     /// cache within `wait_for_metadata`, or no pod has the sender's IP), by
     /// component.
     pub kube_records_without_metadata: IntCounterVec,
+    /// Log files whose lines are dropped by a `mecha.io/exclude*`
+    /// annotation of their pod or namespace.
+    pub kube_files_excluded: IntCounter,
 }
 
 impl AgentMetrics {
@@ -265,6 +268,10 @@ impl AgentMetrics {
                 "Records sent without their pod's metadata, by component",
                 &["component"],
             ),
+            kube_files_excluded: counter(
+                "mecha_kube_files_excluded_total",
+                "Log files excluded by a mecha.io/exclude annotation",
+            ),
             registry,
         };
         m.register_all();
@@ -302,6 +309,7 @@ impl AgentMetrics {
             Box::new(self.kube_api_errors.clone()),
             Box::new(self.kube_synced.clone()),
             Box::new(self.kube_records_without_metadata.clone()),
+            Box::new(self.kube_files_excluded.clone()),
         ];
         for c in collectors {
             // Names are unique constants on a fresh registry: registration cannot

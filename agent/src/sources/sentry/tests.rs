@@ -51,7 +51,7 @@ fn rig_with(config: SentryConfig, ack: bool, peer: &str) -> Rig {
     });
     let ingest =
         Arc::new(ingest_context(&config, Some("node-1")).unwrap_or_else(|e| panic!("{e}")));
-    let (shared, _task) = shared(&config, ingest, output, metrics.clone());
+    let (shared, _task) = shared(&config, ingest, None, output, metrics.clone());
     let peer: SocketAddr = peer.parse().unwrap_or_else(|e| panic!("{e}"));
     let app = server::router(shared).layer(MockConnectInfo(Peer {
         tcp: peer,
