@@ -27,6 +27,8 @@ use tokio::time::Instant;
 use crate::Shutdown;
 use crate::metrics::AgentMetrics;
 
+/// Longest server-side watch timeout kube accepts, rounded down.
+const MAX_WATCH_SECS: u32 = 290;
 /// Objects per list page.
 const PAGE_SIZE: u32 = 500;
 /// Watch requests that fail in a row before the loop lists again: a server
@@ -199,7 +201,11 @@ where
     F: FnMut(Change<K>),
 {
     let resource = opts.resource;
-    let secs = u32::try_from(opts.timeout.as_secs()).unwrap_or(u32::MAX).max(1);
+    // kube refuses timeouts of 295s and more (the API server's own limit
+    // on a watch is about that).
+    let secs = u32::try_from(opts.timeout.as_secs())
+        .unwrap_or(u32::MAX)
+        .clamp(1, MAX_WATCH_SECS);
     let mut wp = WatchParams::default().timeout(secs);
     if let Some(f) = &opts.field_selector {
         wp = wp.fields(f);
