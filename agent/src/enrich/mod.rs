@@ -179,6 +179,17 @@ pub async fn start(
     let pods = {
         let cache = cache.clone();
         let sel = selectors.clone();
+        let m = metrics.clone();
+        // Annotations whose value is not understood are ignored and counted
+        // (again on every update of the pod: the count says "still wrong").
+        let read = move |p: &Pod| {
+            let meta = meta::pod_meta(p, &sel)?;
+            for (key, why) in &meta.directives.invalid {
+                m.errors.with_label_values(&["kubernetes", "annotation"]).inc();
+                tracing::debug!(pod = %meta.name, namespace = %meta.namespace, key, why, "kubernetes: annotation ignored");
+            }
+            Some(meta)
+        };
         let opts = WatchOptions {
             resource: "pods",
             field_selector: Some(format!("spec.nodeName={node}")),
@@ -189,12 +200,11 @@ pub async fn start(
         tokio::spawn(watch::run(api, opts, metrics.clone(), shutdown.clone(), move |c| {
             let now = tokio::time::Instant::now().into_std();
             match c {
-                Change::Replace(list) => cache.replace_pods(
-                    list.iter().filter_map(|p| meta::pod_meta(p, &sel)).collect(),
-                    now,
-                ),
+                Change::Replace(list) => {
+                    cache.replace_pods(list.iter().filter_map(&read).collect(), now)
+                }
                 Change::Apply(p) => {
-                    if let Some(m) = meta::pod_meta(&p, &sel) {
+                    if let Some(m) = read(&p) {
                         cache.apply_pod(m, now);
                     }
                 }
