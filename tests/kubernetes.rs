@@ -19,8 +19,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fake_apiserver::{FakeApiServer, Kind};
 use common::{Mecha, append, cri_ts, hits, search, total, wait_for};
+use fake_apiserver::{FakeApiServer, Kind};
 use serde_json::{Value, json};
 
 const NODE: &str = "node-1";
@@ -61,8 +61,7 @@ fn status(container: &str, pod: &str) -> Value {
 }
 
 fn with_owner(mut p: Value, kind: &str, name: &str) -> Value {
-    p["metadata"]["ownerReferences"] =
-        json!([{"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": format!("owner-{name}"), "controller": true}]);
+    p["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": format!("owner-{name}"), "controller": true}]);
     p
 }
 
@@ -77,7 +76,10 @@ fn with_annotation(mut p: Value, k: &str, v: &str) -> Value {
 }
 
 fn with_container(mut p: Value, container: &str) -> Value {
-    let name = p["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    let name = p["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     if let Some(c) = p["spec"]["containers"].as_array_mut() {
         c.push(json!({"name": container, "image": "sidecar:9"}));
     }
@@ -100,7 +102,10 @@ fn log_file(dir: &Path, ns: &str, pod: &str, container: &str) -> PathBuf {
 }
 
 fn line(path: &Path, text: &str) {
-    append(path, &format!("{} stdout F {text}\n", cri_ts(Duration::ZERO)));
+    append(
+        path,
+        &format!("{} stdout F {text}\n", cri_ts(Duration::ZERO)),
+    );
 }
 
 struct Setup {
@@ -150,9 +155,11 @@ fn start(api: &FakeApiServer, kube_extra: &str) -> Setup {
 
 /// The single hit of the free-text search `word`, once indexed.
 fn hit(http: &str, word: &str) -> Value {
-    wait_for(&format!("the record {word:?}"), Duration::from_secs(60), || {
-        hits(&search(http, word, 10)).into_iter().next()
-    })
+    wait_for(
+        &format!("the record {word:?}"),
+        Duration::from_secs(60),
+        || hits(&search(http, word, 10)).into_iter().next(),
+    )
 }
 
 fn res<'a>(h: &'a Value, key: &str) -> Option<&'a str> {
@@ -218,13 +225,27 @@ fn uuid_like(seed: &str) -> String {
 #[test]
 fn records_carry_their_pods_metadata_through_its_lifecycle() {
     let api = FakeApiServer::start();
-    api.put_namespace(namespace("shop", json!({"tier": "web", "other": "x"}), json!({})));
+    api.put_namespace(namespace(
+        "shop",
+        json!({"tier": "web", "other": "x"}),
+        json!({}),
+    ));
     api.put_namespace(namespace("batch", json!({}), json!({})));
-    api.put_namespace(namespace("quiet", json!({}), json!({"mecha.io/exclude": "true"})));
+    api.put_namespace(namespace(
+        "quiet",
+        json!({}),
+        json!({"mecha.io/exclude": "true"}),
+    ));
     let web = with_label(
         with_label(
             with_owner(
-                pod("shop", "web-5c8d7f9b4-x2kqp", "uid-web-1", NODE, "127.0.0.5"),
+                pod(
+                    "shop",
+                    "web-5c8d7f9b4-x2kqp",
+                    "uid-web-1",
+                    NODE,
+                    "127.0.0.5",
+                ),
                 "ReplicaSet",
                 "web-5c8d7f9b4",
             ),
@@ -235,10 +256,20 @@ fn records_carry_their_pods_metadata_through_its_lifecycle() {
         "web",
     );
     let web = with_annotation(with_annotation(web, "note/owner", "ann"), "other/x", "y");
-    let web = with_annotation(with_container(web, "sidecar"), "mecha.io/exclude-containers", "sidecar");
+    let web = with_annotation(
+        with_container(web, "sidecar"),
+        "mecha.io/exclude-containers",
+        "sidecar",
+    );
     api.put_pod(web.clone());
     api.put_pod(with_owner(
-        pod("batch", "backup-29000000-abcde", "uid-job", NODE, "127.0.0.6"),
+        pod(
+            "batch",
+            "backup-29000000-abcde",
+            "uid-job",
+            NODE,
+            "127.0.0.6",
+        ),
         "Job",
         "backup-29000000",
     ));
@@ -265,7 +296,10 @@ fn records_carry_their_pods_metadata_through_its_lifecycle() {
         "elsewhere",
     ));
 
-    let s = start(&api, "    wait_for_metadata: 30s\n    delay_deletion: 60s\n");
+    let s = start(
+        &api,
+        "    wait_for_metadata: 30s\n    delay_deletion: 60s\n",
+    );
     let http = s.http.clone();
 
     // A file whose pod the API server does not know yet waits for it.
@@ -273,13 +307,32 @@ fn records_carry_their_pods_metadata_through_its_lifecycle() {
     line(&late, "lateline0 arrives after its pod");
     let web_log = log_file(&s.logs, "shop", "web-5c8d7f9b4-x2kqp", "app");
     line(&web_log, "webline1 hello");
-    line(&log_file(&s.logs, "shop", "web-5c8d7f9b4-x2kqp", "sidecar"), "sidecarline1 dropped");
-    line(&log_file(&s.logs, "batch", "backup-29000000-abcde", "app"), "jobline1 done");
+    line(
+        &log_file(&s.logs, "shop", "web-5c8d7f9b4-x2kqp", "sidecar"),
+        "sidecarline1 dropped",
+    );
+    line(
+        &log_file(&s.logs, "batch", "backup-29000000-abcde", "app"),
+        "jobline1 done",
+    );
     line(&log_file(&s.logs, "batch", "db-0", "app"), "dbline1 ready");
-    line(&log_file(&s.logs, "shop", "logfmt-1", "app"), "msg=logfmtline1 user=bob level=warn");
-    line(&log_file(&s.logs, "shop", "hidden-1", "app"), "hiddenline1 dropped");
-    line(&log_file(&s.logs, "quiet", "q-1", "app"), "quietline1 dropped");
-    api.put_pod(with_label(pod("shop", "late-1", "uid-late", NODE, "127.0.0.12"), "app", "late"));
+    line(
+        &log_file(&s.logs, "shop", "logfmt-1", "app"),
+        "msg=logfmtline1 user=bob level=warn",
+    );
+    line(
+        &log_file(&s.logs, "shop", "hidden-1", "app"),
+        "hiddenline1 dropped",
+    );
+    line(
+        &log_file(&s.logs, "quiet", "q-1", "app"),
+        "quietline1 dropped",
+    );
+    api.put_pod(with_label(
+        pod("shop", "late-1", "uid-late", NODE, "127.0.0.12"),
+        "app",
+        "late",
+    ));
 
     let h = hit(&http, "webline1");
     for (k, v) in [
@@ -293,7 +346,10 @@ fn records_carry_their_pods_metadata_through_its_lifecycle() {
         ("k8s.pod.label.app", "web"),
         ("k8s.pod.annotation.note/owner", "ann"),
         ("k8s.namespace.label.tier", "web"),
-        ("container.image.name", "registry.local:5000/shop/web-5c8d7f9b4-x2kqp"),
+        (
+            "container.image.name",
+            "registry.local:5000/shop/web-5c8d7f9b4-x2kqp",
+        ),
         ("container.image.tag", "1.2.3"),
     ] {
         assert_eq!(res(&h, k), Some(v), "{k} of {h:#}");
@@ -308,9 +364,15 @@ fn records_carry_their_pods_metadata_through_its_lifecycle() {
     let job = hit(&http, "jobline1");
     assert_eq!(res(&job, "k8s.job.name"), Some("backup-29000000"));
     assert_eq!(res(&job, "k8s.cronjob.name"), Some("backup"));
-    assert_eq!(res(&hit(&http, "dbline1"), "k8s.statefulset.name"), Some("db"));
+    assert_eq!(
+        res(&hit(&http, "dbline1"), "k8s.statefulset.name"),
+        Some("db")
+    );
     let lf = hit(&http, "logfmtline1");
-    assert_eq!(lf["attributes"]["user"], "bob", "mecha.io/parser: logfmt: {lf:#}");
+    assert_eq!(
+        lf["attributes"]["user"], "bob",
+        "mecha.io/parser: logfmt: {lf:#}"
+    );
     let late_hit = hit(&http, "lateline0");
     assert_eq!(
         res(&late_hit, "k8s.pod.label.app"),
@@ -320,12 +382,22 @@ fn records_carry_their_pods_metadata_through_its_lifecycle() {
 
     // Excluded: by container, by pod, by namespace. Their lines were read
     // and dropped (counted), so none of them can still come.
-    wait_for("the excluded lines dropped", Duration::from_secs(30), || {
-        (metric(&s.mecha, "mecha_component_discarded_events_total", &["reason=\"excluded\""])
-            >= 3.0)
-            .then_some(())
-    });
-    assert_eq!(metric(&s.mecha, "mecha_kube_files_excluded_total", &[]), 3.0);
+    wait_for(
+        "the excluded lines dropped",
+        Duration::from_secs(30),
+        || {
+            (metric(
+                &s.mecha,
+                "mecha_component_discarded_events_total",
+                &["reason=\"excluded\""],
+            ) >= 3.0)
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        metric(&s.mecha, "mecha_kube_files_excluded_total", &[]),
+        3.0
+    );
     line(&web_log, "webline2 after the excluded ones");
     hit(&http, "webline2");
     for word in ["sidecarline1", "hiddenline1", "quietline1"] {
@@ -343,7 +415,8 @@ fn records_carry_their_pods_metadata_through_its_lifecycle() {
     assert!(
         asked
             .iter()
-            .any(|r| r.watch && r.query.get("allowWatchBookmarks").map(String::as_str) == Some("true"))
+            .any(|r| r.watch
+                && r.query.get("allowWatchBookmarks").map(String::as_str) == Some("true"))
     );
 
     // Labels change: later records carry the new ones.
@@ -358,13 +431,20 @@ fn records_carry_their_pods_metadata_through_its_lifecycle() {
     // Sentry: the sender's IP names the pod.
     sentry_event(&s.mecha, "127.0.0.5", "sentryfromweb");
     let ev = hit(&http, "sentryfromweb");
-    assert_eq!(res(&ev, "k8s.pod.name"), Some("web-5c8d7f9b4-x2kqp"), "{ev:#}");
+    assert_eq!(
+        res(&ev, "k8s.pod.name"),
+        Some("web-5c8d7f9b4-x2kqp"),
+        "{ev:#}"
+    );
     assert_eq!(res(&ev, "k8s.deployment.name"), Some("web"));
     sentry_event(&s.mecha, "127.0.0.200", "sentryfromnobody");
     assert_eq!(res(&hit(&http, "sentryfromnobody"), "k8s.pod.name"), None);
     assert!(
-        metric(&s.mecha, "mecha_kube_records_without_metadata_total", &["component=\"sentry\""])
-            >= 1.0
+        metric(
+            &s.mecha,
+            "mecha_kube_records_without_metadata_total",
+            &["component=\"sentry\""]
+        ) >= 1.0
     );
 
     // The pod is deleted and a new one gets its IP: the new one wins at
@@ -373,7 +453,13 @@ fn records_carry_their_pods_metadata_through_its_lifecycle() {
     api.delete_pod("shop", "web-5c8d7f9b4-x2kqp");
     api.put_pod(with_label(
         with_owner(
-            pod("shop", "web-5c8d7f9b4-r7tzm", "uid-web-2", NODE, "127.0.0.5"),
+            pod(
+                "shop",
+                "web-5c8d7f9b4-r7tzm",
+                "uid-web-2",
+                NODE,
+                "127.0.0.5",
+            ),
             "ReplicaSet",
             "web-5c8d7f9b4",
         ),
@@ -385,11 +471,18 @@ fn records_carry_their_pods_metadata_through_its_lifecycle() {
     });
     sentry_event(&s.mecha, "127.0.0.5", "sentryafterreuse");
     let ev = hit(&http, "sentryafterreuse");
-    assert_eq!(res(&ev, "k8s.pod.name"), Some("web-5c8d7f9b4-r7tzm"), "{ev:#}");
+    assert_eq!(
+        res(&ev, "k8s.pod.name"),
+        Some("web-5c8d7f9b4-r7tzm"),
+        "{ev:#}"
+    );
     assert_eq!(res(&ev, "k8s.pod.uid"), Some("uid-web-2"));
     // The deleted pod's file still finds its pod.
     line(&web_log, "webline4 last words");
-    assert_eq!(res(&hit(&http, "webline4"), "k8s.pod.uid"), Some("uid-web-1"));
+    assert_eq!(
+        res(&hit(&http, "webline4"), "k8s.pod.uid"),
+        Some("uid-web-1")
+    );
     s.mecha.stop();
 }
 
@@ -397,8 +490,15 @@ fn records_carry_their_pods_metadata_through_its_lifecycle() {
 fn logs_keep_flowing_through_410_restarts_and_an_outage() {
     let mut api = FakeApiServer::start();
     api.put_namespace(namespace("shop", json!({"tier": "web"}), json!({})));
-    api.put_pod(with_label(pod("shop", "a-1", "uid-a", NODE, "127.0.1.1"), "app", "a"));
-    let s = start(&api, "    wait_for_metadata: 1s\n    delay_deletion: 60s\n    watch_timeout: 30s\n");
+    api.put_pod(with_label(
+        pod("shop", "a-1", "uid-a", NODE, "127.0.1.1"),
+        "app",
+        "a",
+    ));
+    let s = start(
+        &api,
+        "    wait_for_metadata: 1s\n    delay_deletion: 60s\n    watch_timeout: 30s\n",
+    );
     let http = s.http.clone();
     let a_log = log_file(&s.logs, "shop", "a-1", "app");
     line(&a_log, "aline1");
@@ -409,12 +509,20 @@ fn logs_keep_flowing_through_410_restarts_and_an_outage() {
     let lists = |api: &FakeApiServer| api.requests().iter().filter(|r| !r.watch).count();
     let lists_before = lists(&api);
     api.compact();
-    api.put_pod(with_label(pod("shop", "b-1", "uid-b", NODE, "127.0.1.2"), "app", "b"));
+    api.put_pod(with_label(
+        pod("shop", "b-1", "uid-b", NODE, "127.0.1.2"),
+        "app",
+        "b",
+    ));
     let b_log = log_file(&s.logs, "shop", "b-1", "app");
     line(&b_log, "bline1");
     assert_eq!(res(&hit(&http, "bline1"), "k8s.pod.label.app"), Some("b"));
     wait_for("a re-list after 410", Duration::from_secs(30), || {
-        (metric(&s.mecha, "mecha_kube_watch_restarts_total", &["reason=\"gone\""]) >= 1.0)
+        (metric(
+            &s.mecha,
+            "mecha_kube_watch_restarts_total",
+            &["reason=\"gone\""],
+        ) >= 1.0)
             .then_some(())
     });
     assert!(lists(&api) > lists_before);
@@ -422,15 +530,27 @@ fn logs_keep_flowing_through_410_restarts_and_an_outage() {
     // Restart with versions starting over: the agent's version is unknown
     // to the new server, it lists again and sees new pods.
     api.restart(true);
-    api.put_pod(with_label(pod("shop", "c-1", "uid-c", NODE, "127.0.1.3"), "app", "c"));
-    wait_for("pod c after the reset restart", Duration::from_secs(60), || {
-        let word = format!("clinex{}", api.resource_version());
-        line(&log_file(&s.logs, "shop", "c-1", "app"), &word);
-        (res(&hit(&http, &word), "k8s.pod.label.app") == Some("c")).then_some(())
-    });
+    api.put_pod(with_label(
+        pod("shop", "c-1", "uid-c", NODE, "127.0.1.3"),
+        "app",
+        "c",
+    ));
+    wait_for(
+        "pod c after the reset restart",
+        Duration::from_secs(60),
+        || {
+            let word = format!("clinex{}", api.resource_version());
+            line(&log_file(&s.logs, "shop", "c-1", "app"), &word);
+            (res(&hit(&http, &word), "k8s.pod.label.app") == Some("c")).then_some(())
+        },
+    );
     // Restart with versions continuing: the watch resumes.
     api.restart(false);
-    api.put_pod(with_label(pod("shop", "d-1", "uid-d", NODE, "127.0.1.4"), "app", "d"));
+    api.put_pod(with_label(
+        pod("shop", "d-1", "uid-d", NODE, "127.0.1.4"),
+        "app",
+        "d",
+    ));
     line(&log_file(&s.logs, "shop", "d-1", "app"), "dline1");
     assert_eq!(res(&hit(&http, "dline1"), "k8s.pod.label.app"), Some("d"));
 
@@ -439,7 +559,11 @@ fn logs_keep_flowing_through_410_restarts_and_an_outage() {
     let errors_before = metric(&s.mecha, "mecha_kube_api_errors_total", &[]);
     api.stop();
     let away = std::time::Instant::now();
-    api.put_pod(with_label(pod("shop", "e-1", "uid-e", NODE, "127.0.1.5"), "app", "e"));
+    api.put_pod(with_label(
+        pod("shop", "e-1", "uid-e", NODE, "127.0.1.5"),
+        "app",
+        "e",
+    ));
     let e_log = log_file(&s.logs, "shop", "e-1", "app");
     let mut n = 0;
     while away.elapsed() < outage() {
@@ -456,8 +580,11 @@ fn logs_keep_flowing_through_410_restarts_and_an_outage() {
     assert!(n >= 1);
     assert!(metric(&s.mecha, "mecha_kube_api_errors_total", &[]) > errors_before);
     assert!(
-        metric(&s.mecha, "mecha_kube_records_without_metadata_total", &["component=\"tail\""])
-            >= 1.0
+        metric(
+            &s.mecha,
+            "mecha_kube_records_without_metadata_total",
+            &["component=\"tail\""]
+        ) >= 1.0
     );
 
     // Back: the cache catches up and the new pod's later lines carry it.
@@ -468,6 +595,9 @@ fn logs_keep_flowing_through_410_restarts_and_an_outage() {
         line(&e_log, &word);
         (res(&hit(&http, &word), "k8s.pod.label.app") == Some("e")).then_some(())
     });
-    assert_eq!(metric(&s.mecha, "mecha_kube_synced", &["resource=\"pods\""]), 1.0);
+    assert_eq!(
+        metric(&s.mecha, "mecha_kube_synced", &["resource=\"pods\""]),
+        1.0
+    );
     s.mecha.stop();
 }

@@ -328,10 +328,16 @@ mod tests {
                 3,
                 "agent.kubernetes.watch_timeout",
             ),
-            ("agent:\n  kubernetes:\n    labels: []\n", 3, "agent.kubernetes.labels"),
+            (
+                "agent:\n  kubernetes:\n    labels: []\n",
+                3,
+                "agent.kubernetes.labels",
+            ),
         ] {
             match parse(text) {
-                Err(ConfigError::Invalid { line: l, key: k, .. }) => {
+                Err(ConfigError::Invalid {
+                    line: l, key: k, ..
+                }) => {
                     assert_eq!((l, k.as_str()), (line, key), "{text}")
                 }
                 other => panic!("expected an error for {text:?}, got {other:?}"),

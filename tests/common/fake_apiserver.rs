@@ -232,8 +232,8 @@ impl FakeApiServer {
         object["kind"] = json!(kind.kind());
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
         if object["metadata"]["creationTimestamp"].is_null() {
-            object["metadata"]["creationTimestamp"] = json!(chrono::Utc::now()
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            object["metadata"]["creationTimestamp"] =
+                json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
         }
         let map = match kind {
             Kind::Pods => &mut s.pods,
@@ -366,7 +366,11 @@ fn handle(s: Shared, kind: Kind, q: HashMap<String, String>) -> Response {
         watch,
         query: q.clone(),
     });
-    if watch { watch_response(&s, kind, &q) } else { list(&s, kind, &q) }
+    if watch {
+        watch_response(&s, kind, &q)
+    } else {
+        list(&s, kind, &q)
+    }
 }
 
 fn list(s: &Shared, kind: Kind, q: &HashMap<String, String>) -> Response {
@@ -381,7 +385,11 @@ fn list(s: &Shared, kind: Kind, q: &HashMap<String, String>) -> Response {
             match parsed {
                 Some((rv, i)) if rv >= st.oldest && rv == st.rv => (rv, i),
                 // The snapshot of the token is no longer served.
-                _ => return gone_response("The provided continue parameter is too old to display a consistent list result."),
+                _ => {
+                    return gone_response(
+                        "The provided continue parameter is too old to display a consistent list result.",
+                    );
+                }
             }
         }
         None => {
@@ -391,7 +399,9 @@ fn list(s: &Shared, kind: Kind, q: &HashMap<String, String>) -> Response {
                 .filter(|rv| *rv != 0)
                 && rv < st.oldest
             {
-                return gone_response(&format!("Timeout: Too large resource version or too old: {rv}"));
+                return gone_response(&format!(
+                    "Timeout: Too large resource version or too old: {rv}"
+                ));
             }
             (st.rv, 0)
         }
@@ -400,19 +410,28 @@ fn list(s: &Shared, kind: Kind, q: &HashMap<String, String>) -> Response {
         Kind::Pods => &st.pods,
         Kind::Namespaces => &st.namespaces,
     };
-    let all: Vec<&Value> = map.values().filter(|o| selected(kind, selector, o)).collect();
+    let all: Vec<&Value> = map
+        .values()
+        .filter(|o| selected(kind, selector, o))
+        .collect();
     let limit = q
         .get("limit")
         .and_then(|l| l.parse::<usize>().ok())
         .filter(|l| *l > 0)
         .unwrap_or(usize::MAX);
-    let page: Vec<Value> = all.iter().skip(from).take(limit).map(|o| (*o).clone()).collect();
+    let page: Vec<Value> = all
+        .iter()
+        .skip(from)
+        .take(limit)
+        .map(|o| (*o).clone())
+        .collect();
     let next = from + page.len();
     let mut metadata = json!({"resourceVersion": at_rv.to_string()});
     if next < all.len() {
         metadata["continue"] = json!(format!("{at_rv}:{next}"));
     }
-    let body = json!({"apiVersion": "v1", "kind": kind.list_kind(), "metadata": metadata, "items": page});
+    let body =
+        json!({"apiVersion": "v1", "kind": kind.list_kind(), "metadata": metadata, "items": page});
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
@@ -442,7 +461,11 @@ fn watch_response(s: &Shared, kind: Kind, q: &HashMap<String, String>) -> Respon
     let mut first: Vec<bytes::Bytes> = Vec::new();
     if from != 0 && (from < st.oldest || from > st.rv) {
         // What the real server sends for a version it no longer has.
-        let e = status(410, "Expired", &format!("too old resource version: {from} ({})", st.oldest));
+        let e = status(
+            410,
+            "Expired",
+            &format!("too old resource version: {from} ({})", st.oldest),
+        );
         first.push(line("ERROR", &e));
         let body = Body::from_stream(futures::stream::iter(
             first.into_iter().map(Ok::<_, std::io::Error>),
@@ -455,7 +478,10 @@ fn watch_response(s: &Shared, kind: Kind, q: &HashMap<String, String>) -> Respon
             Kind::Pods => &st.pods,
             Kind::Namespaces => &st.namespaces,
         };
-        for o in map.values().filter(|o| selected(kind, selector.as_ref(), o)) {
+        for o in map
+            .values()
+            .filter(|o| selected(kind, selector.as_ref(), o))
+        {
             first.push(line("ADDED", o));
         }
     } else {

@@ -176,7 +176,8 @@ impl PodCache {
     /// Drops pods deleted, and IPs released, longer than `delay_deletion` ago.
     pub fn prune(&self, now: Instant) {
         let delay = self.delay_deletion;
-        let expired = |t: Option<Instant>| t.is_some_and(|t| now.saturating_duration_since(t) > delay);
+        let expired =
+            |t: Option<Instant>| t.is_some_and(|t| now.saturating_duration_since(t) > delay);
         if !self.read().pods.values().any(|e| expired(e.deleted_at))
             && !self.read().by_ip.values().any(|c| expired(c.released_at))
         {
@@ -322,7 +323,9 @@ impl Inner {
                 c.released_at = Some(now);
             }
         }
-        if let Some(c) = self.by_name.get_mut(&(pod.namespace.clone(), pod.name.clone()))
+        if let Some(c) = self
+            .by_name
+            .get_mut(&(pod.namespace.clone(), pod.name.clone()))
             && c.uid == uid
         {
             c.released_at = Some(now);
@@ -434,12 +437,18 @@ mod tests {
         let named = c.lookup(&key(None, None, "web-0")).unwrap();
         assert_eq!(named.pod.uid, "new");
         // The old pod's files still find the old pod by uid or container id.
-        assert_eq!(c.lookup(&key(Some("old"), None, "web-0")).unwrap().pod.uid, "old");
+        assert_eq!(
+            c.lookup(&key(Some("old"), None, "web-0")).unwrap().pod.uid,
+            "old"
+        );
         let by_cid = c.lookup(&key(None, Some("cid-old"), "web-0")).unwrap();
         assert_eq!(by_cid.pod.uid, "old");
         // Pruning the old pod leaves the new one's IP alone.
         c.prune(t0 + Duration::from_secs(120));
-        assert_eq!(uid_at(&c, "10.0.0.1", t0 + Duration::from_secs(120)).as_deref(), Some("new"));
+        assert_eq!(
+            uid_at(&c, "10.0.0.1", t0 + Duration::from_secs(120)).as_deref(),
+            Some("new")
+        );
     }
 
     #[test]

@@ -367,7 +367,9 @@ pub fn pod_meta(pod: &Pod, sel: &Selectors) -> Option<PodMeta> {
         .or_else(|| owners.first());
     if let Some(o) = owner {
         let labels = m.labels.as_ref();
-        let hash = labels.and_then(|l| l.get("pod-template-hash")).map(String::as_str);
+        let hash = labels
+            .and_then(|l| l.get("pod-template-hash"))
+            .map(String::as_str);
         match o.kind.as_str() {
             "ReplicaSet" => {
                 attrs.push((attr::REPLICASET.to_owned(), o.name.clone()));
@@ -386,7 +388,12 @@ pub fn pod_meta(pod: &Pod, sel: &Selectors) -> Option<PodMeta> {
             _ => {}
         }
     }
-    copy_selected(m.labels.as_ref(), &sel.pod_labels, attr::POD_LABEL, &mut attrs);
+    copy_selected(
+        m.labels.as_ref(),
+        &sel.pod_labels,
+        attr::POD_LABEL,
+        &mut attrs,
+    );
     copy_selected(
         m.annotations.as_ref(),
         &sel.pod_annotations,
@@ -414,7 +421,9 @@ pub fn pod_meta(pod: &Pod, sel: &Selectors) -> Option<PodMeta> {
     for s in &statuses {
         // Ephemeral (debug) containers are only in the status.
         if !s.image.is_empty() {
-            images.entry(s.name.clone()).or_insert_with(|| s.image.clone());
+            images
+                .entry(s.name.clone())
+                .or_insert_with(|| s.image.clone());
         }
     }
     let container_ids = statuses
@@ -448,10 +457,7 @@ pub fn pod_meta(pod: &Pod, sel: &Selectors) -> Option<PodMeta> {
         uid,
         namespace,
         name,
-        created_s: m
-            .creation_timestamp
-            .as_ref()
-            .map_or(0, |t| t.0.as_second()),
+        created_s: m.creation_timestamp.as_ref().map_or(0, |t| t.0.as_second()),
         ips,
         container_ids,
         attrs,
@@ -544,19 +550,27 @@ mod tests {
         assert_eq!(m.container_ids, ["abc123"]);
         assert_eq!(
             m.ips,
-            ["10.1.2.3".parse::<IpAddr>().unwrap(), "fd00::3".parse().unwrap()]
+            [
+                "10.1.2.3".parse::<IpAddr>().unwrap(),
+                "fd00::3".parse().unwrap()
+            ]
         );
     }
 
     #[test]
     fn annotations_are_copied_only_when_selected() {
         let none = pod_meta(&web_pod(), &sel(&[], &[], &[])).unwrap();
-        assert!(!none.attrs.iter().any(|(k, _)| k.starts_with("k8s.pod.annotation.")));
-        let some = pod_meta(&web_pod(), &sel(&[], &["prometheus.io/*"], &[])).unwrap();
         assert!(
-            some.attrs
-                .contains(&("k8s.pod.annotation.prometheus.io/scrape".into(), "true".into()))
+            !none
+                .attrs
+                .iter()
+                .any(|(k, _)| k.starts_with("k8s.pod.annotation."))
         );
+        let some = pod_meta(&web_pod(), &sel(&[], &["prometheus.io/*"], &[])).unwrap();
+        assert!(some.attrs.contains(&(
+            "k8s.pod.annotation.prometheus.io/scrape".into(),
+            "true".into()
+        )));
     }
 
     #[test]
@@ -570,7 +584,9 @@ mod tests {
             let m = pod_meta(&p, &sel(&[], &[], &[])).unwrap();
             m.attrs
                 .into_iter()
-                .filter(|(k, _)| !["k8s.namespace.name", "k8s.pod.name", "k8s.pod.uid"].contains(&k.as_str()))
+                .filter(|(k, _)| {
+                    !["k8s.namespace.name", "k8s.pod.name", "k8s.pod.uid"].contains(&k.as_str())
+                })
                 .collect::<Vec<_>>()
         };
         let s = |a: &str, b: &str| (a.to_owned(), b.to_owned());
@@ -593,7 +609,10 @@ mod tests {
         // Without the label, the suffix must look like a template hash.
         assert_eq!(
             owned("ReplicaSet", "api-5c8d7f9b4", serde_json::json!({})),
-            [s(attr::REPLICASET, "api-5c8d7f9b4"), s(attr::DEPLOYMENT, "api")]
+            [
+                s(attr::REPLICASET, "api-5c8d7f9b4"),
+                s(attr::DEPLOYMENT, "api")
+            ]
         );
         assert_eq!(
             owned("ReplicaSet", "my-replicaset", serde_json::json!({})),
@@ -601,7 +620,11 @@ mod tests {
         );
         // With the label, only an exact match counts.
         assert_eq!(
-            owned("ReplicaSet", "api-5c8d7f9b4", serde_json::json!({"pod-template-hash": "zzz"})),
+            owned(
+                "ReplicaSet",
+                "api-5c8d7f9b4",
+                serde_json::json!({"pod-template-hash": "zzz"})
+            ),
             [s(attr::REPLICASET, "api-5c8d7f9b4")]
         );
     }
@@ -630,7 +653,10 @@ mod tests {
             BTreeSet::from(["istio-proxy".to_owned(), "linkerd".to_owned()])
         );
         assert_eq!(d.parser, Some(BodyFormat::Json));
-        assert_eq!(d.container_parsers.get("sidecar"), Some(&BodyFormat::Logfmt));
+        assert_eq!(
+            d.container_parsers.get("sidecar"),
+            Some(&BodyFormat::Logfmt)
+        );
         let bad = directives(&BTreeMap::from([
             ("mecha.io/parser".to_owned(), "yaml".to_owned()),
             ("mecha.io/multiline".to_owned(), "cobol".to_owned()),
@@ -680,7 +706,10 @@ mod tests {
         let mut base = Resource::default();
         base.set(keys::CONTAINER, "app");
         let app = r.file_resource(&base, "app");
-        assert_eq!(app.get(attr::IMAGE_NAME), Some("registry.local:5000/shop/web"));
+        assert_eq!(
+            app.get(attr::IMAGE_NAME),
+            Some("registry.local:5000/shop/web")
+        );
         assert_eq!(app.get(attr::IMAGE_TAG), Some("1.4.2"));
         assert_eq!(app.get(keys::CONTAINER), Some("app"));
         assert_eq!(app.get(keys::POD_UID), Some("u-1"));
@@ -697,7 +726,10 @@ mod tests {
         }))
         .unwrap();
         let m = namespace_meta(&ns, &sel(&[], &[], &["team"])).unwrap();
-        assert_eq!(m.attrs, [("k8s.namespace.label.team".into(), "data".into())]);
+        assert_eq!(
+            m.attrs,
+            [("k8s.namespace.label.team".into(), "data".into())]
+        );
         assert!(m.exclude);
     }
 }

@@ -45,9 +45,22 @@ pub struct KubeMeta {
     metrics: Arc<AgentMetrics>,
 }
 
+impl std::fmt::Debug for KubeMeta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeMeta")
+            .field("pods", &self.cache.pods())
+            .field("wait_for_metadata", &self.wait_for_metadata)
+            .finish()
+    }
+}
+
 impl KubeMeta {
     /// A handle on `cache`; files wait up to `wait_for_metadata` for their pod.
-    pub fn new(cache: Arc<PodCache>, wait_for_metadata: Duration, metrics: Arc<AgentMetrics>) -> Self {
+    pub fn new(
+        cache: Arc<PodCache>,
+        wait_for_metadata: Duration,
+        metrics: Arc<AgentMetrics>,
+    ) -> Self {
         KubeMeta {
             cache,
             wait_for_metadata,
@@ -172,9 +185,9 @@ pub async fn start(
         config.wait_for_metadata.0,
         metrics.clone(),
     ));
-    let seed = u64::from(std::process::id())
-        ^ xxhash_rust::xxh3::xxh3_64(node.as_bytes());
-    let backoff = |salt: u64| Backoff::new(config.backoff_initial.0, config.backoff_max.0, seed ^ salt);
+    let seed = u64::from(std::process::id()) ^ xxhash_rust::xxh3::xxh3_64(node.as_bytes());
+    let backoff =
+        |salt: u64| Backoff::new(config.backoff_initial.0, config.backoff_max.0, seed ^ salt);
 
     let pods = {
         let cache = cache.clone();
@@ -185,7 +198,9 @@ pub async fn start(
         let read = move |p: &Pod| {
             let meta = meta::pod_meta(p, &sel)?;
             for (key, why) in &meta.directives.invalid {
-                m.errors.with_label_values(&["kubernetes", "annotation"]).inc();
+                m.errors
+                    .with_label_values(&["kubernetes", "annotation"])
+                    .inc();
                 tracing::debug!(pod = %meta.name, namespace = %meta.namespace, key, why, "kubernetes: annotation ignored");
             }
             Some(meta)
@@ -197,24 +212,30 @@ pub async fn start(
             backoff: backoff(1),
         };
         let api: kube::Api<Pod> = kube::Api::all(client.clone());
-        tokio::spawn(watch::run(api, opts, metrics.clone(), shutdown.clone(), move |c| {
-            let now = tokio::time::Instant::now().into_std();
-            match c {
-                Change::Replace(list) => {
-                    cache.replace_pods(list.iter().filter_map(&read).collect(), now)
-                }
-                Change::Apply(p) => {
-                    if let Some(m) = read(&p) {
-                        cache.apply_pod(m, now);
+        tokio::spawn(watch::run(
+            api,
+            opts,
+            metrics.clone(),
+            shutdown.clone(),
+            move |c| {
+                let now = tokio::time::Instant::now().into_std();
+                match c {
+                    Change::Replace(list) => {
+                        cache.replace_pods(list.iter().filter_map(&read).collect(), now)
+                    }
+                    Change::Apply(p) => {
+                        if let Some(m) = read(&p) {
+                            cache.apply_pod(m, now);
+                        }
+                    }
+                    Change::Delete(p) => {
+                        if let Some(uid) = p.metadata.uid.as_deref() {
+                            cache.delete_pod(uid, now);
+                        }
                     }
                 }
-                Change::Delete(p) => {
-                    if let Some(uid) = p.metadata.uid.as_deref() {
-                        cache.delete_pod(uid, now);
-                    }
-                }
-            }
-        }))
+            },
+        ))
     };
     let namespaces = {
         let cache = cache.clone();
@@ -226,23 +247,29 @@ pub async fn start(
             backoff: backoff(2),
         };
         let api: kube::Api<Namespace> = kube::Api::all(client);
-        tokio::spawn(watch::run(api, opts, metrics.clone(), shutdown.clone(), move |c| match c {
-            Change::Replace(list) => cache.replace_namespaces(
-                list.iter()
-                    .filter_map(|n| meta::namespace_meta(n, &sel))
-                    .collect(),
-            ),
-            Change::Apply(n) => {
-                if let Some(m) = meta::namespace_meta(&n, &sel) {
-                    cache.apply_namespace(m);
+        tokio::spawn(watch::run(
+            api,
+            opts,
+            metrics.clone(),
+            shutdown.clone(),
+            move |c| match c {
+                Change::Replace(list) => cache.replace_namespaces(
+                    list.iter()
+                        .filter_map(|n| meta::namespace_meta(n, &sel))
+                        .collect(),
+                ),
+                Change::Apply(n) => {
+                    if let Some(m) = meta::namespace_meta(&n, &sel) {
+                        cache.apply_namespace(m);
+                    }
                 }
-            }
-            Change::Delete(n) => {
-                if let Some(name) = n.metadata.name.as_deref() {
-                    cache.delete_namespace(name);
+                Change::Delete(n) => {
+                    if let Some(name) = n.metadata.name.as_deref() {
+                        cache.delete_namespace(name);
+                    }
                 }
-            }
-        }))
+            },
+        ))
     };
     let prune = tokio::spawn(async move {
         let mut tick = tokio::time::interval(PRUNE_INTERVAL);
@@ -254,7 +281,10 @@ pub async fn start(
             }
         }
     });
-    tracing::info!(node, "kubernetes: watching this node's pods and every namespace");
+    tracing::info!(
+        node,
+        "kubernetes: watching this node's pods and every namespace"
+    );
     Ok((
         meta,
         KubeHandle {

@@ -142,7 +142,16 @@ pub async fn run<K, F>(
         opts.backoff.reset();
         on(Change::Replace(items));
         metrics.kube_synced.with_label_values(&[resource]).set(1);
-        let why = watch(&api, &opts, &metrics, &shutdown, &mut version, &mut on, &mut failing).await;
+        let why = watch(
+            &api,
+            &opts,
+            &metrics,
+            &shutdown,
+            &mut version,
+            &mut on,
+            &mut failing,
+        )
+        .await;
         let Some(why) = why else { return };
         let reason = match why {
             Relist::Gone => "gone",
@@ -348,7 +357,8 @@ mod tests {
 
     #[test]
     fn backoff_seeds_spread_the_waits() {
-        let first = |seed| Backoff::new(Duration::from_secs(1), Duration::from_secs(30), seed).next_wait();
+        let first =
+            |seed| Backoff::new(Duration::from_secs(1), Duration::from_secs(30), seed).next_wait();
         let waits: std::collections::BTreeSet<Duration> = (0..16).map(first).collect();
         assert!(waits.len() > 8, "{waits:?}");
     }

@@ -642,6 +642,7 @@ async fn the_listener_takes_the_proxy_header_and_closes_connections_without_one(
         &config,
         any,
         None,
+        None,
         output,
         metrics.clone(),
         shutdown.clone(),

@@ -355,6 +355,7 @@ impl Decoder {
             };
             [make(), make(), make()]
         });
+        let body_format = settings.body_format.unwrap_or(ctx.body_format);
         let records_in = ctx.metrics.events_in.with_label_values(&[COMPONENT]);
         let mut path_attr = Vec::new();
         attr_field(keys::FILE_PATH, Scalar::Str(&path), &mut path_attr);
@@ -386,7 +387,7 @@ impl Decoder {
             resource,
             kube,
             excluded: settings.excluded,
-            body_format: settings.body_format.unwrap_or(ctx.body_format),
+            body_format,
             partials: Default::default(),
             slots,
             held: VecDeque::new(),

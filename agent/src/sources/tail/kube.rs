@@ -86,7 +86,7 @@ impl FileKube {
 
     /// Counts `n` records sent without metadata, if the pod is unknown.
     pub fn count_without(&self, n: u64) {
-        if self.resolved.is_none() {
+        if !self.found() {
             self.kube.without_metadata(super::COMPONENT, n);
         }
     }
@@ -136,7 +136,8 @@ mod tests {
         let metrics = Arc::new(AgentMetrics::new());
         let cache = Arc::new(PodCache::new(Duration::from_secs(60), metrics.clone()));
         let kube = Arc::new(KubeMeta::new(cache.clone(), wait, metrics));
-        let path = parse_kube_path(&format!("/var/log/containers/web-0_shop_app-{CID}.log")).unwrap();
+        let path =
+            parse_kube_path(&format!("/var/log/containers/web-0_shop_app-{CID}.log")).unwrap();
         let mut base = Resource::default();
         path.apply(&mut base);
         (cache, kube, path, base)
@@ -151,14 +152,20 @@ mod tests {
         assert_eq!(f.resource().get("k8s.pod.label.app"), None);
         assert!(!f.refresh(), "nothing changed");
         let t0 = Instant::now();
-        cache.apply_pod(pod(serde_json::json!({"app": "v1"}), serde_json::json!({})), t0);
+        cache.apply_pod(
+            pod(serde_json::json!({"app": "v1"}), serde_json::json!({})),
+            t0,
+        );
         assert!(f.refresh());
         assert_eq!(f.resource().get("k8s.pod.label.app"), Some("v1"));
         assert_eq!(f.resource().get("container.image.name"), Some("web"));
         assert_eq!(f.resource().get(keys::CONTAINER), Some("app"));
         assert!(!f.settings().excluded);
         cache.apply_pod(
-            pod(serde_json::json!({"app": "v2"}), serde_json::json!({"mecha.io/exclude": "true"})),
+            pod(
+                serde_json::json!({"app": "v2"}),
+                serde_json::json!({"mecha.io/exclude": "true"}),
+            ),
             t0,
         );
         assert!(f.refresh());
@@ -175,8 +182,18 @@ mod tests {
     fn a_new_file_waits_for_its_pod_for_a_bounded_time_only() {
         let (cache, kube, path, _) = setup(Duration::from_secs(2));
         let t0 = Instant::now();
-        assert!(should_wait(&kube, Some(&path), t0, t0 + Duration::from_secs(1)));
-        assert!(!should_wait(&kube, Some(&path), t0, t0 + Duration::from_secs(2)));
+        assert!(should_wait(
+            &kube,
+            Some(&path),
+            t0,
+            t0 + Duration::from_secs(1)
+        ));
+        assert!(!should_wait(
+            &kube,
+            Some(&path),
+            t0,
+            t0 + Duration::from_secs(2)
+        ));
         assert!(!should_wait(&kube, None, t0, t0), "not a kubelet path");
         cache.apply_pod(pod(serde_json::json!({}), serde_json::json!({})), t0);
         assert!(!should_wait(&kube, Some(&path), t0, t0));
