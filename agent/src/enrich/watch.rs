@@ -210,8 +210,8 @@ where
     F: FnMut(Change<K>),
 {
     let resource = opts.resource;
-    // kube refuses timeouts of 295s and more (the API server's own limit
-    // on a watch is about that).
+    // kube documents watches as limited to 295s (what API servers allow
+    // a watch before ending it anyway).
     let secs = u32::try_from(opts.timeout.as_secs())
         .unwrap_or(u32::MAX)
         .clamp(1, MAX_WATCH_SECS);
