@@ -172,7 +172,8 @@ impl FakeApiServer {
     pub fn restart(&mut self, reset_versions: bool) {
         self.stop();
         {
-            let mut s = lock(&self.state);
+            let mut guard = lock(&self.state);
+            let s = &mut *guard;
             if reset_versions {
                 s.rv = 1;
                 s.oldest = 1;
