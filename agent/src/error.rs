@@ -36,4 +36,10 @@ pub enum AgentError {
     /// The disk buffer could not be opened.
     #[error("disk buffer: {0}")]
     Buffer(#[from] crate::buffer::BufferError),
+    /// Pod metadata enrichment could not start.
+    #[error("agent.kubernetes: {reason}")]
+    Kubernetes {
+        /// Why.
+        reason: String,
+    },
 }

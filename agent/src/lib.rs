@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod buffer;
+pub mod enrich;
 pub mod forward;
 pub mod metrics;
 pub mod pipeline;

@@ -60,6 +60,9 @@ pub mod reason {
     /// Sentry: items that are read and counted but not forwarded (sessions,
     /// client reports, check-ins, logs, spans, unknown types, non-CSP reports).
     pub const SENTRY_ITEM_UNSUPPORTED: &str = "item_unsupported";
+    /// A log line of a pod, namespace or container excluded by its
+    /// `mecha.io/exclude*` annotation.
+    pub const KUBE_EXCLUDED: &str = "excluded";
 }
 
 /// Every metric of the agent.
@@ -111,6 +114,26 @@ pub struct AgentMetrics {
     pub sentry_events_accepted: IntCounter,
     /// Sentry bodies that failed to decompress, by encoding.
     pub sentry_decompression_errors: IntCounterVec,
+    /// Pods in the Kubernetes cache (deleted ones kept for `delay_deletion`
+    /// included).
+    pub kube_cache_pods: IntGauge,
+    /// Namespaces in the Kubernetes cache.
+    pub kube_cache_namespaces: IntGauge,
+    /// Full re-lists after the first, by resource and reason (`gone`: the
+    /// API server no longer had the watch's resourceVersion; `error`: the
+    /// watch could not be resumed).
+    pub kube_watch_restarts: IntCounterVec,
+    /// Failed requests to the API server, by resource and request.
+    pub kube_api_errors: IntCounterVec,
+    /// 1 once a resource's first list is in the cache.
+    pub kube_synced: IntGaugeVec,
+    /// Records of a pod sent without its metadata (the pod was not in the
+    /// cache within `wait_for_metadata`, or no pod has the sender's IP), by
+    /// component.
+    pub kube_records_without_metadata: IntCounterVec,
+    /// Log files whose lines are dropped by a `mecha.io/exclude*`
+    /// annotation of their pod or namespace.
+    pub kube_files_excluded: IntCounter,
 }
 
 impl AgentMetrics {
@@ -218,6 +241,38 @@ impl AgentMetrics {
                 "Sentry request bodies that failed to decompress, by encoding",
                 &["encoding"],
             ),
+            kube_cache_pods: gauge(
+                "mecha_kube_cache_pods",
+                "Pods in the Kubernetes metadata cache",
+            ),
+            kube_cache_namespaces: gauge(
+                "mecha_kube_cache_namespaces",
+                "Namespaces in the Kubernetes metadata cache",
+            ),
+            kube_watch_restarts: counter_vec(
+                "mecha_kube_watch_restarts_total",
+                "Full re-lists of a Kubernetes resource after the first, by reason",
+                &["resource", "reason"],
+            ),
+            kube_api_errors: counter_vec(
+                "mecha_kube_api_errors_total",
+                "Failed Kubernetes API requests, by resource and request",
+                &["resource", "request"],
+            ),
+            kube_synced: gauge_vec(
+                "mecha_kube_synced",
+                "1 once the first list of a Kubernetes resource is cached",
+                &["resource"],
+            ),
+            kube_records_without_metadata: counter_vec(
+                "mecha_kube_records_without_metadata_total",
+                "Records sent without their pod's metadata, by component",
+                &["component"],
+            ),
+            kube_files_excluded: counter(
+                "mecha_kube_files_excluded_total",
+                "Log files excluded by a mecha.io/exclude annotation",
+            ),
             registry,
         };
         m.register_all();
@@ -249,6 +304,13 @@ impl AgentMetrics {
             Box::new(self.sentry_items.clone()),
             Box::new(self.sentry_events_accepted.clone()),
             Box::new(self.sentry_decompression_errors.clone()),
+            Box::new(self.kube_cache_pods.clone()),
+            Box::new(self.kube_cache_namespaces.clone()),
+            Box::new(self.kube_watch_restarts.clone()),
+            Box::new(self.kube_api_errors.clone()),
+            Box::new(self.kube_synced.clone()),
+            Box::new(self.kube_records_without_metadata.clone()),
+            Box::new(self.kube_files_excluded.clone()),
         ];
         for c in collectors {
             // Names are unique constants on a fresh registry: registration cannot

@@ -11,6 +11,7 @@ use mecha_config::{BufferKind, Compression, Config, SourceKind};
 
 use crate::admin::{self, Readiness};
 use crate::buffer::{BufferOptions, WhenFull};
+use crate::enrich::{self, KubeHandle, KubeMeta};
 use crate::forward::grpc::{GrpcDownstream, WireCompression};
 use crate::forward::{self, Downstream, ForwarderOptions};
 use crate::metrics::AgentMetrics;
@@ -32,6 +33,7 @@ pub struct Agent {
     admin_task: Option<tokio::task::JoinHandle<()>>,
     tails: Vec<(String, TailHandle)>,
     sentry: Option<SentryHandle>,
+    kube: Option<KubeHandle>,
     forwarder: tokio::task::JoinHandle<()>,
     spool: Option<DiskSpool>,
     metrics: Arc<AgentMetrics>,
@@ -138,11 +140,16 @@ impl Agent {
             None => (None, None),
         };
 
+        let (kube_meta, kube) = match start_kube(config, &metrics, &shutdown).await? {
+            Some((m, h)) => (Some(m), Some(h)),
+            None => (None, None),
+        };
         let mut tails = Vec::new();
         for (name, src) in &config.agent.sources {
             match src.kind {
                 SourceKind::Tail => {
-                    let opts = tail_options(name, src, data_dir, config.node_name.clone());
+                    let mut opts = tail_options(name, src, data_dir, config.node_name.clone());
+                    opts.kube = kube_meta.clone();
                     let handle =
                         TailSource::start(opts, output.clone(), metrics.clone(), shutdown.clone())
                             .await
@@ -157,6 +164,7 @@ impl Agent {
                     &config.agent.sentry,
                     addr,
                     config.node_name.as_deref(),
+                    kube_meta.clone(),
                     output.clone(),
                     metrics.clone(),
                     shutdown.clone(),
@@ -173,6 +181,7 @@ impl Agent {
             admin_task,
             tails,
             sentry,
+            kube,
             forwarder,
             spool,
             metrics,
@@ -227,12 +236,38 @@ impl Agent {
         if let Some(s) = self.sentry {
             s.join().await;
         }
+        if let Some(k) = self.kube {
+            k.join().await;
+        }
         if let Some(t) = self.admin_task
             && let Err(e) = t.await
         {
             tracing::error!(error = %e, "admin task failed");
         }
     }
+}
+
+/// Starts pod metadata enrichment when `agent.kubernetes` says so (by
+/// default: when running in a pod).
+async fn start_kube(
+    config: &Config,
+    metrics: &Arc<AgentMetrics>,
+    shutdown: &Shutdown,
+) -> Result<Option<(Arc<KubeMeta>, KubeHandle)>, AgentError> {
+    let k = &config.agent.kubernetes;
+    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some_and(|v| !v.is_empty());
+    if !k.is_enabled(in_cluster) {
+        return Ok(None);
+    }
+    let env_node = std::env::var("NODE_NAME").ok();
+    let Some(node) = k.effective_node_name(config.node_name.as_deref(), env_node.as_deref()) else {
+        return Err(AgentError::Kubernetes {
+            reason: "node_name: expected the node's name (set NODE_NAME from the downward API's spec.nodeName), found none".into(),
+        });
+    };
+    enrich::start(k, node, metrics.clone(), shutdown.clone())
+        .await
+        .map(Some)
 }
 
 /// Maps a tail source's config to its options. The default excludes always apply.

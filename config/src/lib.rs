@@ -10,6 +10,7 @@
 mod alerting;
 mod error;
 mod interpolate;
+mod kubernetes;
 mod receivers;
 mod route;
 mod rules;
@@ -19,6 +20,7 @@ mod values;
 
 pub use alerting::AlertingConfig;
 pub use error::ConfigError;
+pub use kubernetes::{DEFAULT_POD_LABELS, KubeEnabled, KubernetesConfig};
 pub use receivers::ReceiverConfig;
 pub use route::{
     DEFAULT_GROUP_INTERVAL, DEFAULT_GROUP_WAIT, DEFAULT_REPEAT_INTERVAL, GroupBy,

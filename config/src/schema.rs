@@ -77,6 +77,9 @@ pub struct AgentConfig {
     /// The Sentry ingestion endpoint (`:9000`).
     #[serde(default)]
     pub sentry: SentryConfig,
+    /// Pod metadata enrichment (`agent.kubernetes`).
+    #[serde(default)]
+    pub kubernetes: crate::KubernetesConfig,
 }
 
 impl Default for AgentConfig {
@@ -88,6 +91,7 @@ impl Default for AgentConfig {
             queue_chunks: default_queue_chunks(),
             buffer: BufferConfig::default(),
             sentry: SentryConfig::default(),
+            kubernetes: crate::KubernetesConfig::default(),
         }
     }
 }
@@ -598,6 +602,7 @@ impl Config {
         }
         self.agent.sentry.check(&fail)?;
         crate::route::check(&self.aggregator.alerting, &fail)?;
+        self.agent.kubernetes.check(&fail)?;
         if self.aggregator.retention_days == 0 {
             return Err(fail(
                 "aggregator.retention_days".into(),

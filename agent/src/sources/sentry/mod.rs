@@ -111,13 +111,14 @@ pub async fn start(
     config: &SentryConfig,
     addr: SocketAddr,
     node_name: Option<&str>,
+    kube: Option<Arc<crate::enrich::KubeMeta>>,
     output: Output,
     metrics: Arc<AgentMetrics>,
     shutdown: Shutdown,
 ) -> Result<SentryHandle, SentryError> {
     let ingest = Arc::new(ingest_context(config, node_name)?);
     let shared_open_mode = ingest.projects.open_mode();
-    let (shared, batcher_task) = shared(config, ingest, output, metrics.clone());
+    let (shared, batcher_task) = shared(config, ingest, kube, output, metrics.clone());
     let tcp = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| SentryError::Bind {
@@ -166,6 +167,7 @@ pub async fn start(
 fn shared(
     config: &SentryConfig,
     ingest: Arc<ingest::IngestContext>,
+    kube: Option<Arc<crate::enrich::KubeMeta>>,
     output: Output,
     metrics: Arc<AgentMetrics>,
 ) -> (Arc<server::Shared>, JoinHandle<()>) {
@@ -187,6 +189,7 @@ fn shared(
         max_request_bytes: config.limits.max_request_bytes.as_usize(),
         ack_timeout: config.ack_timeout.0,
         large_bodies: tokio::sync::Semaphore::new(LARGE_BODIES_AT_ONCE),
+        kube,
     });
     (shared, task)
 }

@@ -87,6 +87,8 @@ pub struct Shared {
     /// Large bodies decoded at once: each may take up to the decompressed
     /// limit in memory, so their number is bounded, not their arrival.
     pub large_bodies: tokio::sync::Semaphore,
+    /// Pod metadata, found by the sender's IP.
+    pub kube: Option<Arc<crate::enrich::KubeMeta>>,
 }
 
 type AppState = Arc<Shared>;
@@ -322,7 +324,12 @@ async fn serve(
             })?;
     }
     let mut prepared = prepared;
-    let records = std::mem::take(&mut prepared.records);
+    let mut records = std::mem::take(&mut prepared.records);
+    if let Some(kube) = &s.kube {
+        // The connection's peer is the pod that sent the event (a proxy's
+        // forwarded address names a client outside, not a pod).
+        kube.enrich_pushed(peer.addr().ip(), &mut records, COMPONENT);
+    }
     let waiting = s.batcher.submit(records).map_err(|refused| match refused {
         Refused::Full => (buffer_full(), n),
         Refused::Closed => (

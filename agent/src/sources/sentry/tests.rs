@@ -51,7 +51,7 @@ fn rig_with(config: SentryConfig, ack: bool, peer: &str) -> Rig {
     });
     let ingest =
         Arc::new(ingest_context(&config, Some("node-1")).unwrap_or_else(|e| panic!("{e}")));
-    let (shared, _task) = shared(&config, ingest, output, metrics.clone());
+    let (shared, _task) = shared(&config, ingest, None, output, metrics.clone());
     let peer: SocketAddr = peer.parse().unwrap_or_else(|e| panic!("{e}"));
     let app = server::router(shared).layer(MockConnectInfo(Peer {
         tcp: peer,
@@ -641,6 +641,7 @@ async fn the_listener_takes_the_proxy_header_and_closes_connections_without_one(
     let handle = start(
         &config,
         any,
+        None,
         None,
         output,
         metrics.clone(),

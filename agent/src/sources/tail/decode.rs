@@ -64,6 +64,8 @@ pub(super) struct DecodeCtx {
     pub max_merged_bytes: usize,
     /// Sets `k8s.node.name` on every resource.
     pub node_name: Option<String>,
+    /// Pod metadata, for files with a kubelet path.
+    pub kube: Option<Arc<crate::enrich::KubeMeta>>,
     /// Where alterations are counted.
     pub metrics: Arc<AgentMetrics>,
     /// Wall clock in ns since the epoch, for `observed_ns` (a field so tests can
@@ -84,6 +86,7 @@ impl DecodeCtx {
             multiline_max_lines: self.multiline_max_lines,
             max_merged_bytes: self.max_merged_bytes,
             node_name: self.node_name.clone(),
+            kube: self.kube.clone(),
             metrics: self.metrics.clone(),
             wall_ns: self.wall_ns,
         }
@@ -279,6 +282,12 @@ pub(super) struct Decoder {
     stream_id: Arc<str>,
     path: String,
     resource: Resource,
+    /// The file's pod, when pod metadata is on and the path names one.
+    kube: Option<super::kube::FileKube>,
+    /// Its pod's annotations drop its records.
+    excluded: bool,
+    /// The body format: the source's, or the pod's annotation.
+    body_format: BodyFormat,
     format: Option<ContainerFormat>,
     merger: PartialMerger,
     partials: [PartialSpan; 3],
@@ -307,13 +316,31 @@ impl Decoder {
     pub fn new(ctx: Arc<DecodeCtx>, stream_id: Arc<str>, path: &Path, offset: u64) -> Self {
         let path = path.to_string_lossy().into_owned();
         let mut resource = Resource::default();
-        if let Some(kube) = parse_kube_path(&path) {
+        let kube_path = parse_kube_path(&path);
+        if let Some(kube) = &kube_path {
             kube.apply(&mut resource);
         }
         if let Some(node) = &ctx.node_name {
             resource.set(keys::NODE, node.clone());
         }
-        let slots = ctx.multiline.as_ref().map(|rule| {
+        let kube = ctx
+            .kube
+            .clone()
+            .zip(kube_path)
+            .map(|(k, p)| super::kube::FileKube::new(k, p, resource.clone()));
+        let settings = kube.as_ref().map(|k| k.settings()).unwrap_or_default();
+        if let Some(k) = &kube {
+            resource = k.resource();
+        }
+        if settings.excluded {
+            ctx.metrics.kube_files_excluded.inc();
+        }
+        let multiline = match settings.multiline {
+            Some(crate::enrich::meta::Multiline::Off) => None,
+            Some(crate::enrich::meta::Multiline::Rule(r)) => Some(r),
+            None => ctx.multiline.clone(),
+        };
+        let slots = multiline.as_ref().map(|rule| {
             let make = || Slot {
                 joiner: Joiner::new(
                     rule.clone(),
@@ -328,6 +355,7 @@ impl Decoder {
             };
             [make(), make(), make()]
         });
+        let body_format = settings.body_format.unwrap_or(ctx.body_format);
         let records_in = ctx.metrics.events_in.with_label_values(&[COMPONENT]);
         let mut path_attr = Vec::new();
         attr_field(keys::FILE_PATH, Scalar::Str(&path), &mut path_attr);
@@ -357,6 +385,9 @@ impl Decoder {
             stream_id,
             path,
             resource,
+            kube,
+            excluded: settings.excluded,
+            body_format,
             partials: Default::default(),
             slots,
             held: VecDeque::new(),
@@ -368,6 +399,21 @@ impl Decoder {
     /// The file's identity.
     pub fn stream_id(&self) -> &Arc<str> {
         &self.stream_id
+    }
+
+    /// Takes up a change of the file's pod in the cache (labels, exclusion)
+    /// for the records released from now on. Cheap when nothing changed.
+    pub fn refresh_kube(&mut self) {
+        let Some(k) = self.kube.as_mut() else { return };
+        if !k.refresh() {
+            return;
+        }
+        self.resource = k.resource();
+        let excluded = k.settings().excluded;
+        if excluded && !self.excluded {
+            self.ctx.metrics.kube_files_excluded.inc();
+        }
+        self.excluded = excluded;
     }
 
     /// Decodes one physical line spanning `start..end` of the file.
@@ -550,7 +596,7 @@ impl Decoder {
         let from = enc.arena.len();
         enc.offset_attr.clear();
         position_offset_field(end, &mut enc.offset_attr);
-        match parse_body_streaming(ctx.body_format, text, &mut enc.sink, &mut enc.scratch) {
+        match parse_body_streaming(self.body_format, text, &mut enc.sink, &mut enc.scratch) {
             Streamed::Parsed(l) => {
                 if l.fields > 0 && ctx.keep_original_body {
                     attr_field(ORIGINAL_BODY, Scalar::Str(text), &mut enc.extra);
@@ -618,7 +664,7 @@ impl Decoder {
         mut flags: Flags,
     ) -> (Map<String, Value>, String, i64, Severity) {
         let ctx = &self.ctx;
-        let (mut attrs, body, timestamp_ns, severity) = match parse_body(ctx.body_format, text) {
+        let (mut attrs, body, timestamp_ns, severity) = match parse_body(self.body_format, text) {
             Ok(parsed) => {
                 let mut attrs = parsed.fields;
                 if !attrs.is_empty() && ctx.keep_original_body {
@@ -705,11 +751,18 @@ impl Decoder {
         while self.held.front().is_some_and(|h| h.end < bound) {
             if let Some(h) = self.held.pop_front() {
                 released += 1;
+                if self.excluded {
+                    self.ctx.metrics.discard(COMPONENT, reason::KUBE_EXCLUDED);
+                    continue;
+                }
                 let field = self.enc.arena.get(h.bytes).unwrap_or(&[]);
                 out.record(&self.resource, &self.stream_id, field);
             }
         }
         self.records_in.inc_by(released);
+        if let Some(k) = self.kube.as_ref().filter(|_| !self.excluded) {
+            k.count_without(released);
+        }
         self.compact_arena();
         let mut commit = consumed;
         for span in &self.partials {
@@ -877,6 +930,7 @@ mod tests {
             multiline_max_lines: 500,
             max_merged_bytes: 1 << 20,
             node_name: None,
+            kube: None,
             metrics: Arc::new(AgentMetrics::new()),
             wall_ns: || 1,
         })

@@ -17,6 +17,7 @@ mod checkpoint;
 mod chunk;
 mod decode;
 mod discover;
+mod kube;
 mod reader;
 mod tailer;
 
@@ -127,6 +128,8 @@ pub struct TailOptions {
     pub max_open_files: usize,
     /// Sets the resource attribute `k8s.node.name` when set.
     pub node_name: Option<String>,
+    /// Pod metadata for files with a kubelet path (`agent.kubernetes`).
+    pub kube: Option<Arc<crate::enrich::KubeMeta>>,
 }
 
 impl Default for TailOptions {
@@ -149,6 +152,7 @@ impl Default for TailOptions {
             chunk_max_delay: Duration::from_millis(200),
             max_open_files: 1024,
             node_name: None,
+            kube: None,
         }
     }
 }
@@ -321,6 +325,7 @@ impl TailSource {
             multiline_max_lines: opts.multiline_max_lines,
             max_merged_bytes: opts.max_merged_line_bytes,
             node_name: opts.node_name.clone(),
+            kube: opts.kube.clone(),
             metrics: metrics.clone(),
             wall_ns,
         });

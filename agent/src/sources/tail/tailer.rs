@@ -73,6 +73,9 @@ struct Tailed {
     start_at_end: Option<u64>,
     /// Size at the last identification attempt, to retry only on growth.
     identify_size: Option<u64>,
+    /// When it was opened: a file whose pod is not in the cache yet waits
+    /// from then, for at most `wait_for_metadata`.
+    opened: Instant,
 }
 
 /// Settings of the tailer that are not about decoding.
@@ -274,19 +277,28 @@ impl Tailer {
             at_eof: false,
             start_at_end,
             identify_size: None,
+            opened: now,
         });
         let i = self.files.len() - 1;
-        self.identify(i);
+        self.identify(i, now);
     }
 
     /// Fingerprints file `i` and decides where reading starts. Leaves it
     /// unidentified if it is too short to tell.
-    fn identify(&mut self, i: usize) {
+    fn identify(&mut self, i: usize, now: Instant) {
         let Some(f) = self.files.get_mut(i) else {
             return;
         };
         if f.decoder.is_some() || f.identify_size == Some(f.size) {
             return;
+        }
+        if let Some(kube) = &self.ctx.kube {
+            let path = mecha_parsers::kubepath::parse_kube_path(&f.path.to_string_lossy());
+            if super::kube::should_wait(kube, path.as_ref(), f.opened, now) {
+                // Its pod is not in the cache yet: other files are read
+                // meanwhile, and this one is tried again next round.
+                return;
+            }
         }
         f.identify_size = Some(f.size);
         let fp = match fingerprint_file(&f.file) {
@@ -387,7 +399,7 @@ impl Tailer {
             f.identify_size = None;
         }
         if f.decoder.is_none() {
-            self.identify(i);
+            self.identify(i, now);
         }
         let Some(f) = self.files.get_mut(i) else {
             return 0;
@@ -395,6 +407,7 @@ impl Tailer {
         let Some(decoder) = f.decoder.as_mut() else {
             return 0;
         };
+        decoder.refresh_kube();
         let mut read = 0;
         if f.reader.read_offset() < size {
             let result = f.reader.read(&f.file, slice, &mut self.scratch, &mut |l| {
@@ -522,6 +535,7 @@ mod close_tests {
             multiline_max_lines: 500,
             max_merged_bytes: 1 << 20,
             node_name: None,
+            kube: None,
             metrics: metrics.clone(),
             wall_ns: || 1,
         });
