@@ -50,6 +50,8 @@ struct Workload<'a> {
     name: String,
     pod: &'a PodSpec,
     annotations: BTreeMap<String, String>,
+    /// The labels of the pods it makes.
+    labels: BTreeMap<String, String>,
     container: &'a Container,
 }
 
@@ -73,17 +75,14 @@ impl<'a> Workload<'a> {
             .and_then(|a| a.first())
             .cloned()
             .unwrap_or_else(|| panic!("{}: {name}: no role argument", rendering.name));
-        let annotations = template
-            .metadata
-            .as_ref()
-            .and_then(|m| m.annotations.clone())
-            .unwrap_or_default();
+        let meta = template.metadata.clone().unwrap_or_default();
         Workload {
             rendering,
             role,
             name,
             pod,
-            annotations,
+            annotations: meta.annotations.unwrap_or_default(),
+            labels: meta.labels.unwrap_or_default(),
             container,
         }
     }
@@ -474,7 +473,7 @@ fn ports_and_probes_match_what_the_configs_listen_on() {
         assert!(a.container_ports().is_superset(&AGENT_PORTS.into()), "{}: {:?}", a.what(), a.container_ports());
 
         let selects = |w: &Workload<'_>, s: &k8s_openapi::api::core::v1::Service| {
-            let labels = w.rendering_labels();
+            let labels = &w.labels;
             s.spec.as_ref().and_then(|s| s.selector.as_ref()).is_some_and(|sel| {
                 !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v))
             })
@@ -521,41 +520,13 @@ fn ports_and_probes_match_what_the_configs_listen_on() {
                 .map(|p| p.port)
                 .unwrap_or_else(|| panic!("{}: Service {name} has no gRPC port", g.what()));
             let endpoint = &a.config().agent.forward.endpoint;
-            let hosts = [format!("{name}"), format!("{name}.{NAMESPACE}"), format!("{name}.{NAMESPACE}.svc")];
+            let hosts = [name.clone(), format!("{name}.{NAMESPACE}"), format!("{name}.{NAMESPACE}.svc")];
             assert!(
                 hosts.iter().any(|h| *endpoint == format!("http://{h}:{grpc_port}")),
                 "{}: the agent forwards to {endpoint}, not to Service {name}:{grpc_port}",
                 r.name
             );
         }
-    }
-}
-
-impl Workload<'_> {
-    /// The labels of the pods the workload makes.
-    fn rendering_labels(&self) -> BTreeMap<String, String> {
-        let find = |name: &str| {
-            self.rendering
-                .objects
-                .daemon_sets
-                .iter()
-                .filter(|d| d.metadata.name.as_deref() == Some(name))
-                .map(|d| d.spec.as_ref().map(|s| s.template.clone()))
-                .chain(
-                    self.rendering
-                        .objects
-                        .stateful_sets
-                        .iter()
-                        .filter(|s| s.metadata.name.as_deref() == Some(name))
-                        .map(|s| s.spec.as_ref().map(|s| s.template.clone())),
-                )
-                .flatten()
-                .next()
-        };
-        find(&self.name)
-            .and_then(|t| t.metadata)
-            .and_then(|m| m.labels)
-            .unwrap_or_default()
     }
 }
 
@@ -598,11 +569,10 @@ fn the_agent_runs_on_every_node_with_least_privilege() {
 fn the_aggregator_keeps_its_data_on_a_claimed_volume_behind_a_headless_service() {
     let mut seen = 0;
     for r in renderings() {
-        for s in &r.objects.stateful_sets {
-            let what = format!("{}: {:?}", r.name, s.metadata.name);
+        for (s, g) in r.objects.stateful_sets.iter().zip(aggregators(r)) {
+            let what = g.what();
             let spec = s.spec.clone().unwrap_or_default();
             assert_eq!(spec.replicas, Some(1), "{what}: the index is embedded in one volume");
-            let g = &aggregators(r)[0];
             let data_dir = g.arg("--data-dir");
             let mount = g.mount_of(&data_dir);
             assert_eq!(mount.mount_path, data_dir, "{what}");
@@ -628,7 +598,7 @@ fn the_aggregator_keeps_its_data_on_a_claimed_volume_behind_a_headless_service()
             seen += 1;
         }
     }
-    assert!(seen >= 4, "{seen} StatefulSets");
+    assert!(seen >= 5, "{seen} StatefulSets");
 }
 
 #[test]
@@ -725,7 +695,9 @@ fn wecom_keys_reach_the_aggregator_from_a_secret() {
         .iter()
         .find(|r| r.name == "helm ci/wecom-values.yaml")
         .unwrap_or_else(|| panic!("no wecom rendering"));
-    let [g] = aggregators(r).try_into().unwrap_or_else(|_| panic!("one aggregator"));
+    let [g]: [Workload<'_>; 1] = aggregators(r)
+        .try_into()
+        .unwrap_or_else(|_| panic!("{}: expected one aggregator", r.name));
     let env = g.env();
     assert_eq!(env.get("WECOM_KEY_OPS").map(String::as_str), Some("693a91f6-7xxx-4bc4-97a0-0ec2sifa5aaa"));
     let config = g.config();
@@ -770,10 +742,16 @@ fn the_dockerfile_builds_the_one_binary_into_a_small_non_root_image() {
                 // From an earlier stage: a file that stage's RUN wrote.
                 Some(from) => {
                     assert!(names.contains(&from.to_ascii_lowercase()), "Dockerfile:{}: --from={from} is not an earlier stage", ins.line);
-                    let source = &file.stages[..i].iter().find(|s| s.name.as_deref() == Some(&from.to_ascii_lowercase()));
-                    let runs: String = source.iter().flat_map(|s| &s.instructions).filter(|i| i.keyword == "RUN").map(|i| i.args.as_str()).collect();
+                    let from = from.to_ascii_lowercase();
+                    let runs: Vec<&str> = file.stages[..i]
+                        .iter()
+                        .filter(|s| s.name.as_deref() == Some(from.as_str()))
+                        .flat_map(|s| &s.instructions)
+                        .filter(|i| i.keyword == "RUN")
+                        .map(|i| i.args.as_str())
+                        .collect();
                     for src in &copy.sources {
-                        assert!(runs.contains(src.as_str()), "Dockerfile:{}: stage {from} does not write {src}", ins.line);
+                        assert!(runs.iter().any(|r| r.contains(src.as_str())), "Dockerfile:{}: stage {from} does not write {src}", ins.line);
                     }
                 }
                 // From the build context: the paths exist in the repository.
