@@ -231,10 +231,7 @@ fn agents(r: &Rendering) -> Vec<Workload<'_>> {
     r.objects
         .daemon_sets
         .iter()
-        .map(|d: &DaemonSet| {
-            let spec = d.spec.as_ref().unwrap_or_else(|| panic!("{}: empty DaemonSet", r.name));
-            Workload::new(r, d.metadata.name.as_ref(), &spec.template)
-        })
+        .map(|d: &DaemonSet| Workload::new(r, d.metadata.name.as_ref(), &d.spec.template))
         .collect()
 }
 
@@ -242,10 +239,7 @@ fn aggregators(r: &Rendering) -> Vec<Workload<'_>> {
     r.objects
         .stateful_sets
         .iter()
-        .map(|s: &StatefulSet| {
-            let spec = s.spec.as_ref().unwrap_or_else(|| panic!("{}: empty StatefulSet", r.name));
-            Workload::new(r, s.metadata.name.as_ref(), &spec.template)
-        })
+        .map(|s: &StatefulSet| Workload::new(r, s.metadata.name.as_ref(), &s.spec.template))
         .collect()
 }
 
@@ -332,7 +326,7 @@ fn rbac_is_get_list_watch_on_pods_and_namespaces_and_nothing_more() {
             panic!("{}: expected one ClusterRoleBinding", r.name);
         };
         assert_eq!(binding.role_ref.kind, "ClusterRole");
-        assert_eq!(binding.role_ref.api_group, "rbac.authorization.k8s.io");
+        assert_eq!(binding.role_ref.api_group.as_deref(), Some("rbac.authorization.k8s.io"));
         assert_eq!(Some(&binding.role_ref.name), role.metadata.name.as_ref(), "{}", r.name);
         let account = agent.pod.service_account_name.clone();
         let subjects: Vec<_> = binding
@@ -571,7 +565,7 @@ fn the_aggregator_keeps_its_data_on_a_claimed_volume_behind_a_headless_service()
     for r in renderings() {
         for (s, g) in r.objects.stateful_sets.iter().zip(aggregators(r)) {
             let what = g.what();
-            let spec = s.spec.clone().unwrap_or_default();
+            let spec = &s.spec;
             assert_eq!(spec.replicas, Some(1), "{what}: the index is embedded in one volume");
             let data_dir = g.arg("--data-dir");
             let mount = g.mount_of(&data_dir);
@@ -682,7 +676,7 @@ fn the_chart_and_the_kustomize_overlays_make_the_same_pods() {
             r.objects
                 .stateful_sets
                 .iter()
-                .map(|s| format!("{:?}", s.spec.as_ref().map(|s| s.volume_claim_templates.clone().map(|c| c.into_iter().map(|c| c.spec).collect::<Vec<_>>()))))
+                .map(|s| format!("{:?}", s.spec.volume_claim_templates.clone().map(|c| c.into_iter().map(|c| c.spec).collect::<Vec<_>>())))
                 .collect()
         };
         assert_eq!(claims(k), claims(h), "{} and {}", k.name, h.name);
@@ -777,8 +771,8 @@ fn the_dockerfile_builds_the_one_binary_into_a_small_non_root_image() {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    for flag in ["--release", "--locked", &format!("--bin {bin}")] {
-        assert!(cargo.args.contains(flag.as_str()), "Dockerfile:{}: cargo build without {flag}", cargo.line);
+    for flag in ["--release", "--locked", format!("--bin {bin}").as_str()] {
+        assert!(cargo.args.contains(flag), "Dockerfile:{}: cargo build without {flag}", cargo.line);
     }
 
     let runtime = file.stages.last().unwrap_or_else(|| panic!("no stage"));
