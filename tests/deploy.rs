@@ -132,7 +132,11 @@ impl<'a> Workload<'a> {
         for from in self.container.env_from.iter().flatten() {
             if let Some(secret) = &from.secret_ref {
                 let s = self.rendering.secret(&secret.name).unwrap_or_else(|| {
-                    panic!("{}: envFrom Secret {} is not rendered", self.what(), secret.name)
+                    panic!(
+                        "{}: envFrom Secret {} is not rendered",
+                        self.what(),
+                        secret.name
+                    )
                 });
                 env.extend(s.string_data.clone().unwrap_or_default());
                 for (k, v) in s.data.iter().flatten() {
@@ -140,7 +144,13 @@ impl<'a> Workload<'a> {
                 }
             }
             if let Some(cm) = &from.config_map_ref {
-                env.extend(self.rendering.config_map(&cm.name).data.clone().unwrap_or_default());
+                env.extend(
+                    self.rendering
+                        .config_map(&cm.name)
+                        .data
+                        .clone()
+                        .unwrap_or_default(),
+                );
             }
         }
         for var in self.container.env.iter().flatten() {
@@ -148,7 +158,11 @@ impl<'a> Workload<'a> {
                 (Some(v), None) => v.clone(),
                 (None, Some(from)) => match &from.field_ref {
                     Some(f) if f.field_path == "spec.nodeName" => NODE.to_string(),
-                    _ => panic!("{}: env {} from {from:?}: add it to the test", self.what(), var.name),
+                    _ => panic!(
+                        "{}: env {} from {from:?}: add it to the test",
+                        self.what(),
+                        var.name
+                    ),
                 },
                 _ => String::new(),
             };
@@ -170,7 +184,12 @@ impl<'a> Workload<'a> {
             .config_map
             .as_ref()
             .unwrap_or_else(|| panic!("{}: {path} is not on a ConfigMap volume", self.what()));
-        let data = self.rendering.config_map(&cm.name).data.clone().unwrap_or_default();
+        let data = self
+            .rendering
+            .config_map(&cm.name)
+            .data
+            .clone()
+            .unwrap_or_default();
         let text = data.get(key).cloned().unwrap_or_else(|| {
             panic!(
                 "{}: ConfigMap {} has no key {key} (it has {:?})",
@@ -269,7 +288,11 @@ fn glob_root(glob: &str) -> &str {
 fn every_object_reads_into_the_kubernetes_types_without_unknown_keys() {
     let all = renderings();
     // The base, two overlays, the chart's defaults and its three CI values.
-    assert!(all.len() >= 7, "{:?}", all.iter().map(|r| &r.name).collect::<Vec<_>>());
+    assert!(
+        all.len() >= 7,
+        "{:?}",
+        all.iter().map(|r| &r.name).collect::<Vec<_>>()
+    );
     for r in all {
         assert!(
             r.unknown_keys.is_empty(),
@@ -280,7 +303,12 @@ fn every_object_reads_into_the_kubernetes_types_without_unknown_keys() {
     }
     let base = &all[0];
     assert_eq!(base.name, "kustomize base");
-    let ns: Vec<_> = base.objects.namespaces.iter().map(|n| n.metadata.name.clone()).collect();
+    let ns: Vec<_> = base
+        .objects
+        .namespaces
+        .iter()
+        .map(|n| n.metadata.name.clone())
+        .collect();
     assert_eq!(ns, [Some(NAMESPACE.to_string())]);
 }
 
@@ -312,7 +340,12 @@ fn rbac_is_get_list_watch_on_pods_and_namespaces_and_nothing_more() {
         let [rule] = rules.as_slice() else {
             panic!("{}: expected one rule, found {rules:?}", r.name);
         };
-        assert_eq!(rule.api_groups.as_deref(), Some(&[String::new()][..]), "{}", r.name);
+        assert_eq!(
+            rule.api_groups.as_deref(),
+            Some(&[String::new()][..]),
+            "{}",
+            r.name
+        );
         assert_eq!(
             sorted(rule.resources.as_deref().unwrap_or_default()),
             ["namespaces", "pods"],
@@ -320,20 +353,38 @@ fn rbac_is_get_list_watch_on_pods_and_namespaces_and_nothing_more() {
             r.name
         );
         assert_eq!(sorted(&rule.verbs), ["get", "list", "watch"], "{}", r.name);
-        assert!(rule.resource_names.is_none() && rule.non_resource_urls.is_none(), "{}", r.name);
+        assert!(
+            rule.resource_names.is_none() && rule.non_resource_urls.is_none(),
+            "{}",
+            r.name
+        );
 
         let [binding] = r.objects.cluster_role_bindings.as_slice() else {
             panic!("{}: expected one ClusterRoleBinding", r.name);
         };
         assert_eq!(binding.role_ref.kind, "ClusterRole");
-        assert_eq!(binding.role_ref.api_group.as_deref(), Some("rbac.authorization.k8s.io"));
-        assert_eq!(Some(&binding.role_ref.name), role.metadata.name.as_ref(), "{}", r.name);
+        assert_eq!(
+            binding.role_ref.api_group.as_deref(),
+            Some("rbac.authorization.k8s.io")
+        );
+        assert_eq!(
+            Some(&binding.role_ref.name),
+            role.metadata.name.as_ref(),
+            "{}",
+            r.name
+        );
         let account = agent.pod.service_account_name.clone();
         let subjects: Vec<_> = binding
             .subjects
             .iter()
             .flatten()
-            .map(|s| (s.kind.as_str(), Some(s.name.clone()), s.namespace.as_deref()))
+            .map(|s| {
+                (
+                    s.kind.as_str(),
+                    Some(s.name.clone()),
+                    s.namespace.as_deref(),
+                )
+            })
             .collect();
         assert_eq!(
             subjects,
@@ -344,11 +395,21 @@ fn rbac_is_get_list_watch_on_pods_and_namespaces_and_nothing_more() {
         // Every other account, the aggregator's, holds no token at all.
         for sa in &r.objects.service_accounts {
             if sa.metadata.name != account {
-                assert_eq!(sa.automount_service_account_token, Some(false), "{}", r.name);
+                assert_eq!(
+                    sa.automount_service_account_token,
+                    Some(false),
+                    "{}",
+                    r.name
+                );
             }
         }
         for w in aggregators(r) {
-            assert_eq!(w.pod.automount_service_account_token, Some(false), "{}", w.what());
+            assert_eq!(
+                w.pod.automount_service_account_token,
+                Some(false),
+                "{}",
+                w.what()
+            );
         }
     }
 }
@@ -404,10 +465,17 @@ fn the_agent_mounts_what_its_config_reads() {
         for glob in &read {
             let dir = glob_root(glob);
             let mount = w.mount_of(dir);
-            assert_eq!(mount.read_only, Some(true), "{}: {dir} must be read-only", w.what());
-            let host = w.volume(&mount.name).host_path.as_ref().unwrap_or_else(|| {
-                panic!("{}: {dir} is not on a hostPath volume", w.what())
-            });
+            assert_eq!(
+                mount.read_only,
+                Some(true),
+                "{}: {dir} must be read-only",
+                w.what()
+            );
+            let host = w
+                .volume(&mount.name)
+                .host_path
+                .as_ref()
+                .unwrap_or_else(|| panic!("{}: {dir} is not on a hostPath volume", w.what()));
             // Same path in the pod as on the node: the symlinks are absolute.
             assert_eq!(host.path, mount.mount_path, "{}: {dir}", w.what());
         }
@@ -422,12 +490,24 @@ fn the_agent_mounts_what_its_config_reads() {
         );
         let mount = w.mount_of(&data_dir);
         assert_eq!(mount.mount_path, data_dir, "{}", w.what());
-        assert_ne!(mount.read_only, Some(true), "{}: {data_dir} must be writable", w.what());
-        let host = w.volume(&mount.name).host_path.clone().unwrap_or_else(|| {
-            panic!("{}: {data_dir} is not on a hostPath volume", w.what())
-        });
+        assert_ne!(
+            mount.read_only,
+            Some(true),
+            "{}: {data_dir} must be writable",
+            w.what()
+        );
+        let host = w
+            .volume(&mount.name)
+            .host_path
+            .clone()
+            .unwrap_or_else(|| panic!("{}: {data_dir} is not on a hostPath volume", w.what()));
         assert_eq!(host.path, "/var/lib/mecha", "{}", w.what());
-        assert_eq!(host.type_.as_deref(), Some("DirectoryOrCreate"), "{}", w.what());
+        assert_eq!(
+            host.type_.as_deref(),
+            Some("DirectoryOrCreate"),
+            "{}",
+            w.what()
+        );
         // Every other host directory is read-only.
         for m in w.container.volume_mounts.iter().flatten() {
             if w.volume(&m.name).host_path.is_some() && m.mount_path != data_dir {
@@ -454,34 +534,101 @@ fn ports_and_probes_match_what_the_configs_listen_on() {
     for r in renderings() {
         let a = agent(r);
         let config = a.config();
-        let admin = config.agent.admin.listen.0.unwrap_or_else(|| panic!("{}: admin off", a.what()));
-        let sentry = config.agent.sentry.listen.0.unwrap_or_else(|| panic!("{}: sentry off", a.what()));
+        let admin = config
+            .agent
+            .admin
+            .listen
+            .0
+            .unwrap_or_else(|| panic!("{}: admin off", a.what()));
+        let sentry = config
+            .agent
+            .sentry
+            .listen
+            .0
+            .unwrap_or_else(|| panic!("{}: sentry off", a.what()));
         // Reachable from the kubelet and other pods, not only from loopback.
-        assert!(admin.ip().is_unspecified() && sentry.ip().is_unspecified(), "{}", a.what());
-        assert_eq!(a.probe(a.container.liveness_probe.as_ref(), "liveness"), ("/health".into(), admin.port().into()), "{}", a.what());
-        assert_eq!(a.probe(a.container.readiness_probe.as_ref(), "readiness"), ("/ready".into(), admin.port().into()), "{}", a.what());
-        assert_eq!(a.port(&IntOrString::String("sentry".into())), i32::from(sentry.port()), "{}", a.what());
-        assert_eq!(a.annotations.get("prometheus.io/scrape").map(String::as_str), Some("true"), "{}", a.what());
-        assert_eq!(a.annotations.get("prometheus.io/port"), Some(&admin.port().to_string()), "{}", a.what());
-        assert_eq!(a.annotations.get("prometheus.io/path").map(String::as_str), Some("/metrics"), "{}", a.what());
-        assert!(a.container_ports().is_superset(&AGENT_PORTS.into()), "{}: {:?}", a.what(), a.container_ports());
+        assert!(
+            admin.ip().is_unspecified() && sentry.ip().is_unspecified(),
+            "{}",
+            a.what()
+        );
+        assert_eq!(
+            a.probe(a.container.liveness_probe.as_ref(), "liveness"),
+            ("/health".into(), admin.port().into()),
+            "{}",
+            a.what()
+        );
+        assert_eq!(
+            a.probe(a.container.readiness_probe.as_ref(), "readiness"),
+            ("/ready".into(), admin.port().into()),
+            "{}",
+            a.what()
+        );
+        assert_eq!(
+            a.port(&IntOrString::String("sentry".into())),
+            i32::from(sentry.port()),
+            "{}",
+            a.what()
+        );
+        assert_eq!(
+            a.annotations
+                .get("prometheus.io/scrape")
+                .map(String::as_str),
+            Some("true"),
+            "{}",
+            a.what()
+        );
+        assert_eq!(
+            a.annotations.get("prometheus.io/port"),
+            Some(&admin.port().to_string()),
+            "{}",
+            a.what()
+        );
+        assert_eq!(
+            a.annotations.get("prometheus.io/path").map(String::as_str),
+            Some("/metrics"),
+            "{}",
+            a.what()
+        );
+        assert!(
+            a.container_ports().is_superset(&AGENT_PORTS.into()),
+            "{}: {:?}",
+            a.what(),
+            a.container_ports()
+        );
 
         let selects = |w: &Workload<'_>, s: &k8s_openapi::api::core::v1::Service| {
             let labels = &w.labels;
-            s.spec.as_ref().and_then(|s| s.selector.as_ref()).is_some_and(|sel| {
-                !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v))
-            })
+            s.spec
+                .as_ref()
+                .and_then(|s| s.selector.as_ref())
+                .is_some_and(|sel| {
+                    !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+                })
         };
         let mut aggregator_service = None;
         for w in aggregators(r).iter().chain([&a]) {
-            let services: Vec<_> = r.objects.services.iter().filter(|s| selects(w, s)).collect();
+            let services: Vec<_> = r
+                .objects
+                .services
+                .iter()
+                .filter(|s| selects(w, s))
+                .collect();
             assert!(!services.is_empty(), "{}: no Service selects it", w.what());
             for s in services {
                 for p in s.spec.iter().flat_map(|s| s.ports.iter().flatten()) {
                     let target = p.target_port.clone().unwrap_or(IntOrString::Int(p.port));
-                    assert_eq!(w.port(&target), p.port, "{}: Service {:?} port {}", w.what(), s.metadata.name, p.port);
+                    assert_eq!(
+                        w.port(&target),
+                        p.port,
+                        "{}: Service {:?} port {}",
+                        w.what(),
+                        s.metadata.name,
+                        p.port
+                    );
                 }
-                let headless = s.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None");
+                let headless =
+                    s.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None");
                 if w.role == "aggregator" && !headless {
                     aggregator_service = Some(s);
                 }
@@ -491,32 +638,91 @@ fn ports_and_probes_match_what_the_configs_listen_on() {
         for g in aggregators(r) {
             assert_eq!(g.role, "aggregator", "{}", g.what());
             let config = g.config();
-            let grpc = config.aggregator.grpc.listen.0.unwrap_or_else(|| panic!("{}: grpc off", g.what()));
-            let http = config.aggregator.http.listen.0.unwrap_or_else(|| panic!("{}: http off", g.what()));
-            assert!(grpc.ip().is_unspecified() && http.ip().is_unspecified(), "{}", g.what());
-            assert_eq!(g.port(&IntOrString::String("grpc".into())), i32::from(grpc.port()), "{}", g.what());
-            assert_eq!(g.port(&IntOrString::String("http".into())), i32::from(http.port()), "{}", g.what());
+            let grpc = config
+                .aggregator
+                .grpc
+                .listen
+                .0
+                .unwrap_or_else(|| panic!("{}: grpc off", g.what()));
+            let http = config
+                .aggregator
+                .http
+                .listen
+                .0
+                .unwrap_or_else(|| panic!("{}: http off", g.what()));
+            assert!(
+                grpc.ip().is_unspecified() && http.ip().is_unspecified(),
+                "{}",
+                g.what()
+            );
+            assert_eq!(
+                g.port(&IntOrString::String("grpc".into())),
+                i32::from(grpc.port()),
+                "{}",
+                g.what()
+            );
+            assert_eq!(
+                g.port(&IntOrString::String("http".into())),
+                i32::from(http.port()),
+                "{}",
+                g.what()
+            );
             let http = i32::from(http.port());
-            assert_eq!(g.probe(g.container.startup_probe.as_ref(), "startup"), ("/health".into(), http), "{}", g.what());
-            assert_eq!(g.probe(g.container.liveness_probe.as_ref(), "liveness"), ("/health".into(), http), "{}", g.what());
-            assert_eq!(g.probe(g.container.readiness_probe.as_ref(), "readiness"), ("/ready".into(), http), "{}", g.what());
-            assert_eq!(g.annotations.get("prometheus.io/port"), Some(&http.to_string()), "{}", g.what());
-            assert!(g.container_ports().is_superset(&AGGREGATOR_PORTS.into()), "{}", g.what());
+            assert_eq!(
+                g.probe(g.container.startup_probe.as_ref(), "startup"),
+                ("/health".into(), http),
+                "{}",
+                g.what()
+            );
+            assert_eq!(
+                g.probe(g.container.liveness_probe.as_ref(), "liveness"),
+                ("/health".into(), http),
+                "{}",
+                g.what()
+            );
+            assert_eq!(
+                g.probe(g.container.readiness_probe.as_ref(), "readiness"),
+                ("/ready".into(), http),
+                "{}",
+                g.what()
+            );
+            assert_eq!(
+                g.annotations.get("prometheus.io/port"),
+                Some(&http.to_string()),
+                "{}",
+                g.what()
+            );
+            assert!(
+                g.container_ports().is_superset(&AGGREGATOR_PORTS.into()),
+                "{}",
+                g.what()
+            );
 
             // The agents forward to this aggregator's Service, on its gRPC port.
-            let service = aggregator_service.unwrap_or_else(|| panic!("{}: no ClusterIP Service", g.what()));
+            let service =
+                aggregator_service.unwrap_or_else(|| panic!("{}: no ClusterIP Service", g.what()));
             let name = service.metadata.name.clone().unwrap_or_default();
             let grpc_port = service
                 .spec
                 .iter()
                 .flat_map(|s| s.ports.iter().flatten())
-                .find(|p| p.target_port.as_ref().is_some_and(|t| g.port(t) == i32::from(grpc.port())))
+                .find(|p| {
+                    p.target_port
+                        .as_ref()
+                        .is_some_and(|t| g.port(t) == i32::from(grpc.port()))
+                })
                 .map(|p| p.port)
                 .unwrap_or_else(|| panic!("{}: Service {name} has no gRPC port", g.what()));
             let endpoint = &a.config().agent.forward.endpoint;
-            let hosts = [name.clone(), format!("{name}.{NAMESPACE}"), format!("{name}.{NAMESPACE}.svc")];
+            let hosts = [
+                name.clone(),
+                format!("{name}.{NAMESPACE}"),
+                format!("{name}.{NAMESPACE}.svc"),
+            ];
             assert!(
-                hosts.iter().any(|h| *endpoint == format!("http://{h}:{grpc_port}")),
+                hosts
+                    .iter()
+                    .any(|h| *endpoint == format!("http://{h}:{grpc_port}")),
                 "{}: the agent forwards to {endpoint}, not to Service {name}:{grpc_port}",
                 r.name
             );
@@ -531,7 +737,12 @@ fn the_agent_runs_on_every_node_with_least_privilege() {
         let everything = a.pod.tolerations.iter().flatten().any(|t| {
             t.operator.as_deref() == Some("Exists") && t.key.is_none() && t.effect.is_none()
         });
-        assert!(everything, "{}: does not tolerate every taint: {:?}", a.what(), a.pod.tolerations);
+        assert!(
+            everything,
+            "{}: does not tolerate every taint: {:?}",
+            a.what(),
+            a.pod.tolerations
+        );
         assert_ne!(a.pod.host_network, Some(true), "{}", a.what());
         assert_ne!(a.pod.host_pid, Some(true), "{}", a.what());
         for w in aggregators(r).iter().chain([&a]) {
@@ -540,12 +751,24 @@ fn the_agent_runs_on_every_node_with_least_privilege() {
             assert_eq!(s.allow_privilege_escalation, Some(false), "{}", w.what());
             assert_ne!(s.privileged, Some(true), "{}", w.what());
             let caps = s.capabilities.clone().unwrap_or_default();
-            assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]), "{}", w.what());
+            assert_eq!(
+                caps.drop.as_deref(),
+                Some(&["ALL".to_string()][..]),
+                "{}",
+                w.what()
+            );
             assert!(caps.add.unwrap_or_default().is_empty(), "{}", w.what());
             let resources = w.container.resources.clone().unwrap_or_default();
-            for (kind, set) in [("requests", &resources.requests), ("limits", &resources.limits)] {
+            for (kind, set) in [
+                ("requests", &resources.requests),
+                ("limits", &resources.limits),
+            ] {
                 let set = set.clone().unwrap_or_default();
-                assert!(set.contains_key("cpu") && set.contains_key("memory"), "{}: {kind} {set:?}", w.what());
+                assert!(
+                    set.contains_key("cpu") && set.contains_key("memory"),
+                    "{}: {kind} {set:?}",
+                    w.what()
+                );
             }
         }
         // The agent is root (the kubelet's log files are root's, 0640), the
@@ -566,7 +789,11 @@ fn the_aggregator_keeps_its_data_on_a_claimed_volume_behind_a_headless_service()
         for (s, g) in r.objects.stateful_sets.iter().zip(aggregators(r)) {
             let what = g.what();
             let spec = &s.spec;
-            assert_eq!(spec.replicas, Some(1), "{what}: the index is embedded in one volume");
+            assert_eq!(
+                spec.replicas,
+                Some(1),
+                "{what}: the index is embedded in one volume"
+            );
             let data_dir = g.arg("--data-dir");
             let mount = g.mount_of(&data_dir);
             assert_eq!(mount.mount_path, data_dir, "{what}");
@@ -586,9 +813,16 @@ fn the_aggregator_keeps_its_data_on_a_claimed_volume_behind_a_headless_service()
                 .objects
                 .services
                 .iter()
-                .find(|svc| svc.metadata.name.as_ref() == Some(&spec.service_name.clone().unwrap_or_default()))
+                .find(|svc| {
+                    svc.metadata.name.as_ref()
+                        == Some(&spec.service_name.clone().unwrap_or_default())
+                })
                 .unwrap_or_else(|| panic!("{what}: no governing Service {:?}", spec.service_name));
-            assert_eq!(headless.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()), Some("None"), "{what}");
+            assert_eq!(
+                headless.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()),
+                Some("None"),
+                "{what}"
+            );
             seen += 1;
         }
     }
@@ -600,17 +834,34 @@ fn helm_lint_strict_is_clean() {
     let mut linted = 0;
     for r in renderings() {
         let Some(lint) = &r.lint else { continue };
-        let errors = lint.get("errors").and_then(|e| e.as_array()).cloned().unwrap_or_default();
+        let errors = lint
+            .get("errors")
+            .and_then(|e| e.as_array())
+            .cloned()
+            .unwrap_or_default();
         // Severity 2 is a warning, 3 an error: --strict fails on both.
         let warnings: Vec<_> = lint
             .get("messages")
             .and_then(|m| m.as_array())
             .into_iter()
             .flatten()
-            .filter(|m| m.get("severity").and_then(|s| s.as_u64()).is_none_or(|s| s >= 2))
+            .filter(|m| {
+                m.get("severity")
+                    .and_then(|s| s.as_u64())
+                    .is_none_or(|s| s >= 2)
+            })
             .collect();
-        assert!(errors.is_empty() && warnings.is_empty(), "{}: {lint}", r.name);
-        assert_eq!(lint.get("total_charts_linted").and_then(|t| t.as_u64()), Some(1), "{}", r.name);
+        assert!(
+            errors.is_empty() && warnings.is_empty(),
+            "{}: {lint}",
+            r.name
+        );
+        assert_eq!(
+            lint.get("total_charts_linted").and_then(|t| t.as_u64()),
+            Some(1),
+            "{}",
+            r.name
+        );
         linted += 1;
     }
     assert!(linted >= 4, "{linted} chart renderings linted");
@@ -659,13 +910,23 @@ fn the_chart_and_the_kustomize_overlays_make_the_same_pods() {
     };
     let pairs = [
         ("kustomize base", "helm (default values)".to_string()),
-        ("kustomize overlays/small", "helm ci/small-values.yaml".to_string()),
-        ("kustomize overlays/export-only", "helm ci/export-only-values.yaml".to_string()),
+        (
+            "kustomize overlays/small",
+            "helm ci/small-values.yaml".to_string(),
+        ),
+        (
+            "kustomize overlays/export-only",
+            "helm ci/export-only-values.yaml".to_string(),
+        ),
     ];
     for (k, h) in &pairs {
         let (k, h) = (find(k), find(h));
         let shapes = |r: &Rendering| -> Vec<String> {
-            agents(r).iter().chain(aggregators(r).iter()).map(shape).collect()
+            agents(r)
+                .iter()
+                .chain(aggregators(r).iter())
+                .map(shape)
+                .collect()
         };
         let (ks, hs) = (shapes(k), shapes(h));
         assert_eq!(ks.len(), hs.len(), "{} and {}", k.name, h.name);
@@ -676,7 +937,15 @@ fn the_chart_and_the_kustomize_overlays_make_the_same_pods() {
             r.objects
                 .stateful_sets
                 .iter()
-                .map(|s| format!("{:?}", s.spec.volume_claim_templates.clone().map(|c| c.into_iter().map(|c| c.spec).collect::<Vec<_>>())))
+                .map(|s| {
+                    format!(
+                        "{:?}",
+                        s.spec
+                            .volume_claim_templates
+                            .clone()
+                            .map(|c| c.into_iter().map(|c| c.spec).collect::<Vec<_>>())
+                    )
+                })
                 .collect()
         };
         assert_eq!(claims(k), claims(h), "{} and {}", k.name, h.name);
@@ -693,9 +962,15 @@ fn wecom_keys_reach_the_aggregator_from_a_secret() {
         .try_into()
         .unwrap_or_else(|_| panic!("{}: expected one aggregator", r.name));
     let env = g.env();
-    assert_eq!(env.get("WECOM_KEY_OPS").map(String::as_str), Some("693a91f6-7xxx-4bc4-97a0-0ec2sifa5aaa"));
+    assert_eq!(
+        env.get("WECOM_KEY_OPS").map(String::as_str),
+        Some("693a91f6-7xxx-4bc4-97a0-0ec2sifa5aaa")
+    );
     let config = g.config();
-    assert_eq!(config.aggregator.alerting.external_url.as_deref(), Some("https://mecha.example.com"));
+    assert_eq!(
+        config.aggregator.alerting.external_url.as_deref(),
+        Some("https://mecha.example.com")
+    );
     // The key is in the Secret, not in the ConfigMap.
     let (_, text) = g.config_file();
     assert!(!text.contains("693a91f6"), "{text}");
@@ -706,12 +981,18 @@ fn wecom_keys_reach_the_aggregator_from_a_secret() {
 #[test]
 fn the_dockerfile_builds_the_one_binary_into_a_small_non_root_image() {
     let root = render::repo();
-    let text = std::fs::read_to_string(root.join("deploy/Dockerfile")).unwrap_or_else(|e| panic!("{e}"));
+    let text =
+        std::fs::read_to_string(root.join("deploy/Dockerfile")).unwrap_or_else(|e| panic!("{e}"));
     let file = dockerfile::parse(&text);
-    assert!(file.stages.len() >= 2, "a multi-stage build: {:?}", file.stages.iter().map(|s| &s.base).collect::<Vec<_>>());
+    assert!(
+        file.stages.len() >= 2,
+        "a multi-stage build: {:?}",
+        file.stages.iter().map(|s| &s.base).collect::<Vec<_>>()
+    );
 
     // The build stage's toolchain is at least the workspace's rust-version.
-    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let manifest =
+        std::fs::read_to_string(root.join("Cargo.toml")).unwrap_or_else(|e| panic!("{e}"));
     let rust_version = manifest
         .lines()
         .find_map(|l| l.strip_prefix("rust-version = "))
@@ -723,7 +1004,10 @@ fn the_dockerfile_builds_the_one_binary_into_a_small_non_root_image() {
         .find_map(|a| a.args.strip_prefix("RUST_VERSION="))
         .unwrap_or_else(|| panic!("no ARG RUST_VERSION=<default>"));
     let version = |v: &str| -> Vec<u32> { v.split('.').map(|n| n.parse().unwrap_or(0)).collect() };
-    assert!(version(arg) >= version(&rust_version), "rust {arg} < rust-version {rust_version}");
+    assert!(
+        version(arg) >= version(&rust_version),
+        "rust {arg} < rust-version {rust_version}"
+    );
 
     let mut names = BTreeSet::new();
     for (i, stage) in file.stages.iter().enumerate() {
@@ -735,7 +1019,11 @@ fn the_dockerfile_builds_the_one_binary_into_a_small_non_root_image() {
             match copy.flag("from") {
                 // From an earlier stage: a file that stage's RUN wrote.
                 Some(from) => {
-                    assert!(names.contains(&from.to_ascii_lowercase()), "Dockerfile:{}: --from={from} is not an earlier stage", ins.line);
+                    assert!(
+                        names.contains(&from.to_ascii_lowercase()),
+                        "Dockerfile:{}: --from={from} is not an earlier stage",
+                        ins.line
+                    );
                     let from = from.to_ascii_lowercase();
                     let runs: Vec<&str> = file.stages[..i]
                         .iter()
@@ -745,19 +1033,31 @@ fn the_dockerfile_builds_the_one_binary_into_a_small_non_root_image() {
                         .map(|i| i.args.as_str())
                         .collect();
                     for src in &copy.sources {
-                        assert!(runs.iter().any(|r| r.contains(src.as_str())), "Dockerfile:{}: stage {from} does not write {src}", ins.line);
+                        assert!(
+                            runs.iter().any(|r| r.contains(src.as_str())),
+                            "Dockerfile:{}: stage {from} does not write {src}",
+                            ins.line
+                        );
                     }
                 }
                 // From the build context: the paths exist in the repository.
                 None => {
                     for src in &copy.sources {
-                        assert!(root.join(src).exists(), "Dockerfile:{}: {src} is not in the repository", ins.line);
+                        assert!(
+                            root.join(src).exists(),
+                            "Dockerfile:{}: {src} is not in the repository",
+                            ins.line
+                        );
                     }
                 }
             }
         }
         if let Some(name) = &stage.name {
-            assert!(names.insert(name.clone()), "Dockerfile:{}: stage {name} twice", stage.from.line);
+            assert!(
+                names.insert(name.clone()),
+                "Dockerfile:{}: stage {name} twice",
+                stage.from.line
+            );
         }
     }
 
@@ -772,7 +1072,11 @@ fn the_dockerfile_builds_the_one_binary_into_a_small_non_root_image() {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     for flag in ["--release", "--locked", format!("--bin {bin}").as_str()] {
-        assert!(cargo.args.contains(flag), "Dockerfile:{}: cargo build without {flag}", cargo.line);
+        assert!(
+            cargo.args.contains(flag),
+            "Dockerfile:{}: cargo build without {flag}",
+            cargo.line
+        );
     }
 
     let runtime = file.stages.last().unwrap_or_else(|| panic!("no stage"));
@@ -783,28 +1087,46 @@ fn the_dockerfile_builds_the_one_binary_into_a_small_non_root_image() {
     );
     let last = |kw: &str| runtime.instructions.iter().rev().find(|i| i.keyword == kw);
     let entry = last("ENTRYPOINT").unwrap_or_else(|| panic!("no ENTRYPOINT"));
-    let entry: Vec<String> = serde_json::from_str(&entry.args)
-        .unwrap_or_else(|e| panic!("Dockerfile:{}: ENTRYPOINT not in exec form: {e}", entry.line));
+    let entry: Vec<String> = serde_json::from_str(&entry.args).unwrap_or_else(|e| {
+        panic!(
+            "Dockerfile:{}: ENTRYPOINT not in exec form: {e}",
+            entry.line
+        )
+    });
     let binary = entry.first().cloned().unwrap_or_default();
-    assert!(binary.ends_with(&format!("/{bin}")), "ENTRYPOINT {entry:?} is not the {bin} binary");
+    assert!(
+        binary.ends_with(&format!("/{bin}")),
+        "ENTRYPOINT {entry:?} is not the {bin} binary"
+    );
     let copied: Vec<String> = runtime
         .instructions
         .iter()
         .filter(|i| i.keyword == "COPY")
         .map(|i| dockerfile::copy(i).dest)
         .collect();
-    assert!(copied.contains(&binary), "{binary} is not copied into the runtime stage: {copied:?}");
+    assert!(
+        copied.contains(&binary),
+        "{binary} is not copied into the runtime stage: {copied:?}"
+    );
 
     let user = last("USER").unwrap_or_else(|| panic!("the runtime stage sets no USER"));
     let uid = user.args.split(':').next().unwrap_or_default();
-    assert!(!matches!(uid, "0" | "root" | ""), "USER {} is root", user.args);
+    assert!(
+        !matches!(uid, "0" | "root" | ""),
+        "USER {} is root",
+        user.args
+    );
 
     let exposed: BTreeSet<i32> = runtime
         .instructions
         .iter()
         .filter(|i| i.keyword == "EXPOSE")
         .flat_map(|i| i.args.split_whitespace())
-        .map(|p| p.trim_end_matches("/tcp").parse().unwrap_or_else(|e| panic!("EXPOSE {p}: {e}")))
+        .map(|p| {
+            p.trim_end_matches("/tcp")
+                .parse()
+                .unwrap_or_else(|e| panic!("EXPOSE {p}: {e}"))
+        })
         .collect();
     let wanted: BTreeSet<i32> = AGENT_PORTS.into_iter().chain(AGGREGATOR_PORTS).collect();
     assert_eq!(exposed, wanted);
@@ -813,17 +1135,24 @@ fn the_dockerfile_builds_the_one_binary_into_a_small_non_root_image() {
 #[test]
 fn the_docker_context_keeps_the_sources_and_leaves_out_build_output() {
     let root = render::repo();
-    let text = std::fs::read_to_string(root.join(".dockerignore")).unwrap_or_else(|e| panic!("{e}"));
+    let text =
+        std::fs::read_to_string(root.join(".dockerignore")).unwrap_or_else(|e| panic!("{e}"));
     let patterns = dockerfile::ignore_patterns(&text);
-    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let manifest =
+        std::fs::read_to_string(root.join("Cargo.toml")).unwrap_or_else(|e| panic!("{e}"));
     // What `cargo build --locked --bin mecha` reads: the manifests, the lock
     // file, every member's sources and the declared bench targets.
     let members = manifest
         .lines()
         .find_map(|l| l.strip_prefix("members = "))
         .unwrap_or_else(|| panic!("no workspace members"));
-    let members: Vec<String> = serde_json::from_str(members).unwrap_or_else(|e| panic!("members {members}: {e}"));
-    let mut needed = vec!["Cargo.toml".to_string(), "Cargo.lock".to_string(), "src/main.rs".to_string()];
+    let members: Vec<String> =
+        serde_json::from_str(members).unwrap_or_else(|e| panic!("members {members}: {e}"));
+    let mut needed = vec![
+        "Cargo.toml".to_string(),
+        "Cargo.lock".to_string(),
+        "src/main.rs".to_string(),
+    ];
     for m in &members {
         needed.push(format!("{m}/Cargo.toml"));
         needed.push(format!("{m}/src/lib.rs"));
@@ -838,10 +1167,21 @@ fn the_docker_context_keeps_the_sources_and_leaves_out_build_output() {
     }
     for path in &needed {
         assert!(root.join(path).exists(), "{path} is not in the repository");
-        assert!(!dockerfile::is_ignored(&patterns, path), ".dockerignore leaves out {path}");
+        assert!(
+            !dockerfile::is_ignored(&patterns, path),
+            ".dockerignore leaves out {path}"
+        );
     }
-    for path in ["target/release/mecha", ".git/HEAD", "tests/deploy/.venv/bin/python", "tests/sentry_sdks/node_modules/x"] {
-        assert!(dockerfile::is_ignored(&patterns, path), ".dockerignore keeps {path}");
+    for path in [
+        "target/release/mecha",
+        ".git/HEAD",
+        "tests/deploy/.venv/bin/python",
+        "tests/sentry_sdks/node_modules/x",
+    ] {
+        assert!(
+            dockerfile::is_ignored(&patterns, path),
+            ".dockerignore keeps {path}"
+        );
     }
 }
 
@@ -850,11 +1190,15 @@ fn image_tags_follow_the_workspace_version() {
     let root = render::repo();
     let version = env!("CARGO_PKG_VERSION");
     let yaml = |path: &str| -> serde_yaml_ng::Value {
-        let text = std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let text =
+            std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
         serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
     };
     let chart = yaml("deploy/helm/mecha/Chart.yaml");
-    assert_eq!(chart.get("appVersion").and_then(|v| v.as_str()), Some(version));
+    assert_eq!(
+        chart.get("appVersion").and_then(|v| v.as_str()),
+        Some(version)
+    );
     let base = yaml("deploy/kustomize/base/kustomization.yaml");
     let tag = base
         .get("images")
@@ -864,7 +1208,12 @@ fn image_tags_follow_the_workspace_version() {
     assert_eq!(tag, Some(version));
     for r in renderings() {
         for w in agents(r).iter().chain(aggregators(r).iter()) {
-            assert_eq!(w.container.image.as_deref(), Some(format!("mecha:{version}").as_str()), "{}", w.what());
+            assert_eq!(
+                w.container.image.as_deref(),
+                Some(format!("mecha:{version}").as_str()),
+                "{}",
+                w.what()
+            );
         }
     }
 }

@@ -59,7 +59,9 @@ pub fn instructions(text: &str) -> Vec<Instruction> {
         if joined.is_empty() {
             continue;
         }
-        let (keyword, args) = joined.split_once(char::is_whitespace).unwrap_or((&joined, ""));
+        let (keyword, args) = joined
+            .split_once(char::is_whitespace)
+            .unwrap_or((&joined, ""));
         out.push(Instruction {
             line,
             keyword: keyword.to_ascii_uppercase(),
@@ -90,7 +92,10 @@ pub fn parse(text: &str) -> Dockerfile {
                 [base, as_, name] if as_.eq_ignore_ascii_case("as") => {
                     (*base, Some(name.to_ascii_lowercase()))
                 }
-                _ => panic!("Dockerfile:{}: FROM {}: expected `FROM image [AS name]`", ins.line, ins.args),
+                _ => panic!(
+                    "Dockerfile:{}: FROM {}: expected `FROM image [AS name]`",
+                    ins.line, ins.args
+                ),
             };
             file.stages.push(Stage {
                 base: base.to_string(),
@@ -103,7 +108,10 @@ pub fn parse(text: &str) -> Dockerfile {
         } else if ins.keyword == "ARG" {
             file.global_args.push(ins);
         } else {
-            panic!("Dockerfile:{}: {} before the first FROM", ins.line, ins.keyword);
+            panic!(
+                "Dockerfile:{}: {} before the first FROM",
+                ins.line, ins.keyword
+            );
         }
     }
     file
@@ -145,7 +153,12 @@ pub fn copy(ins: &Instruction) -> Copy {
     let dest = paths
         .pop()
         .filter(|_| !paths.is_empty())
-        .unwrap_or_else(|| panic!("Dockerfile:{}: {} needs a source and a destination", ins.line, ins.keyword));
+        .unwrap_or_else(|| {
+            panic!(
+                "Dockerfile:{}: {} needs a source and a destination",
+                ins.line, ins.keyword
+            )
+        });
     Copy {
         flags,
         sources: paths,
@@ -188,10 +201,10 @@ fn glob(pattern: &str, path: &str) -> bool {
     fn components(p: &[&str], s: &[&str]) -> bool {
         match (p.first(), s.first()) {
             (None, None) => true,
-            (Some(&"**"), _) => {
-                components(&p[1..], s) || (!s.is_empty() && components(p, &s[1..]))
+            (Some(&"**"), _) => components(&p[1..], s) || (!s.is_empty() && components(p, &s[1..])),
+            (Some(pc), Some(sc)) => {
+                component(pc.as_bytes(), sc.as_bytes()) && components(&p[1..], &s[1..])
             }
-            (Some(pc), Some(sc)) => component(pc.as_bytes(), sc.as_bytes()) && components(&p[1..], &s[1..]),
             _ => false,
         }
     }
@@ -220,7 +233,10 @@ fn the_reader_joins_continuations_and_drops_comments() {
     assert_eq!(file.stages[0].instructions[0].line, 4);
     let c = copy(&file.stages[1].instructions[0]);
     assert_eq!(c.flag("from"), Some("build"));
-    assert_eq!((c.sources.as_slice(), c.dest.as_str()), (&["/x".to_string()][..], "/y"));
+    assert_eq!(
+        (c.sources.as_slice(), c.dest.as_str()),
+        (&["/x".to_string()][..], "/y")
+    );
 }
 
 #[test]

@@ -16,8 +16,8 @@ use std::process::Command;
 use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 
 /// The namespace every rendering installs into.
@@ -90,7 +90,13 @@ impl Rendering {
 
 /// Reads one document into `T`, recording every key `T` does not have.
 pub fn typed<T: DeserializeOwned>(doc: Value, origin: &str, unknown: &mut Vec<String>) -> T {
-    serde_ignored::deserialize(doc, |path| unknown.push(format!("{origin}: {path}")))
+    // serde_ignored writes `?` for each `Option` on the way; the key path
+    // alone reads as the manifest does.
+    let report = |path: serde_ignored::Path<'_>| {
+        let path = path.to_string().replace(".?", "");
+        unknown.push(format!("{origin}: {}", path.trim_start_matches("?.")));
+    };
+    serde_ignored::deserialize(doc, report)
         .unwrap_or_else(|e| panic!("{origin}: not a valid object: {e}"))
 }
 
@@ -152,13 +158,17 @@ fn run(program: &Path, args: &[&str]) -> String {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap_or_else(|e| panic!("{} printed non-UTF-8: {e}", program.display()))
+    String::from_utf8(out.stdout)
+        .unwrap_or_else(|e| panic!("{} printed non-UTF-8: {e}", program.display()))
 }
 
 /// `kubectl kustomize deploy/kustomize/<dir>`.
 pub fn kustomize(dir: &str) -> Rendering {
     let path = repo().join("deploy/kustomize").join(dir);
-    let text = run(&venv_bin("kubectl"), &["kustomize", &path.to_string_lossy()]);
+    let text = run(
+        &venv_bin("kubectl"),
+        &["kustomize", &path.to_string_lossy()],
+    );
     let name = format!("kustomize {dir}");
     let mut objects = Objects::default();
     let mut unknown_keys = Vec::new();
@@ -193,10 +203,7 @@ pub fn helm(values: Option<&Path>) -> Rendering {
         lint: serde_json::Value,
     }
     let name = match values {
-        Some(v) => format!(
-            "helm {}",
-            v.strip_prefix(&chart).unwrap_or(v).display()
-        ),
+        Some(v) => format!("helm {}", v.strip_prefix(&chart).unwrap_or(v).display()),
         None => "helm (default values)".to_string(),
     };
     let output: Output = serde_json::from_str(&out)
@@ -208,7 +215,12 @@ pub fn helm(values: Option<&Path>) -> Rendering {
         if template.ends_with("NOTES.txt") {
             continue;
         }
-        read_stream(&format!("{name} ({template})"), text, &mut objects, &mut unknown_keys);
+        read_stream(
+            &format!("{name} ({template})"),
+            text,
+            &mut objects,
+            &mut unknown_keys,
+        );
     }
     Rendering {
         name,
