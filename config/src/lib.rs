@@ -17,7 +17,10 @@ mod values;
 
 pub use alerting::AlertingConfig;
 pub use error::ConfigError;
-pub use receivers::ReceiverConfig;
+pub use receivers::{
+    ChatConfig, ChatKind, MentionsConfig, ReceiverConfig, Secret, TemplateText, WebhookConfig,
+    is_mobile, read_secret,
+};
 pub use schema::*;
 pub use sentry::{
     FiltersConfig, RateLimitConfig, ScrubConfig, SentryConfig, SentryLimits, SentryProject,
