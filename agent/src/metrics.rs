@@ -22,7 +22,8 @@ pub mod reason {
     pub const BODY_PARSE_ERROR: &str = "body_parse_error";
     /// A file shrank (copytruncate) before all of it was read.
     pub const TRUNCATED_FILE: &str = "file_truncated";
-    /// A file disappeared before it was read to its end.
+    /// A file the scan found was gone before it could be opened (counted
+    /// once per file: its lines were never read).
     pub const FILE_VANISHED: &str = "file_vanished";
     /// The disk buffer was full and `when_full: drop_newest` is set.
     pub const BUFFER_FULL: &str = "buffer_full";

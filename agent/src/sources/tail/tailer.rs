@@ -242,7 +242,13 @@ impl Tailer {
     fn open(&mut self, path: PathBuf, now: Instant) {
         let file = match File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Found by the scan, gone before it could be opened (rotated
+                // and deleted in between): whatever it held was never read.
+                self.metrics.discard(COMPONENT, reason::FILE_VANISHED);
+                tracing::debug!(path = %path.display(), "tail: file vanished before it was opened");
+                return;
+            }
             Err(e) => return self.error(&path, "open", &e),
         };
         let meta = match file.metadata() {
@@ -504,11 +510,8 @@ mod close_tests {
     use std::fs::OpenOptions;
     use std::io::Write;
 
-    #[test]
-    fn rotated_file_grown_after_its_last_turn_is_not_closed_unread() {
-        let dir = tempfile::tempdir().unwrap();
-        let logs = dir.path().join("logs");
-        fs::create_dir_all(&logs).unwrap();
+    /// A tailer of `logs/*.log` and its metrics.
+    fn tailer(logs: &Path) -> (Tailer, Arc<AgentMetrics>) {
         let metrics = Arc::new(AgentMetrics::new());
         let ctx = Arc::new(DecodeCtx {
             container_format: None,
@@ -519,12 +522,12 @@ mod close_tests {
             multiline_max_lines: 500,
             max_merged_bytes: 1 << 20,
             node_name: None,
-            metrics,
+            metrics: metrics.clone(),
             wall_ns: || 1,
         });
         let globs = Globs::new(&[format!("{}/*.log", logs.display())], &[]).unwrap();
         let book = Arc::new(Mutex::new(AckBook::default()));
-        let mut t = Tailer::new(
+        let t = Tailer::new(
             ctx,
             TailerConfig {
                 start_at_end: false,
@@ -534,6 +537,25 @@ mod close_tests {
             globs,
             book,
         );
+        (t, metrics)
+    }
+
+    #[test]
+    fn a_file_gone_before_it_is_opened_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut t, metrics) = tailer(dir.path());
+        t.open(dir.path().join("gone.log"), Instant::now());
+        assert!(t.files.is_empty());
+        let text = metrics.render();
+        assert!(text.contains("reason=\"file_vanished\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn rotated_file_grown_after_its_last_turn_is_not_closed_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        fs::create_dir_all(&logs).unwrap();
+        let (mut t, _) = tailer(&logs);
         let a = logs.join("a.log");
         let b = logs.join("b.log");
         let line =
