@@ -5,7 +5,8 @@
 //! This module must not decide anything: it only counts.
 
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::Error;
@@ -132,6 +133,8 @@ pub struct Metrics {
     /// Time to group one event.
     pub grouping_duration: Histogram,
     issue_requests: IntCounterVec,
+    /// Alert receivers' deliveries and the Alertmanager bridge.
+    pub notify: NotifyMetrics,
 }
 
 impl Metrics {
@@ -230,6 +233,7 @@ impl Metrics {
             ),
             &["outcome"],
         )?;
+        let notify = NotifyMetrics::register(&registry)?;
         registry.register(Box::new(issue_events.clone()))?;
         registry.register(Box::new(issues_created.clone()))?;
         registry.register(Box::new(issues_regressed.clone()))?;
@@ -264,6 +268,7 @@ impl Metrics {
             issue_store_errors,
             grouping_duration,
             issue_requests,
+            notify,
         })
     }
 
@@ -322,6 +327,129 @@ impl Metrics {
         TextEncoder::new()
             .encode_to_string(&self.registry.gather())
             .unwrap_or_else(|e| format!("# metrics encoding failed: {e}\n"))
+    }
+}
+
+/// What became of one delivery attempt to a receiver's integration (the
+/// `outcome` label of `mecha_alert_notifications_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyOutcome {
+    /// The platform accepted the message.
+    Success,
+    /// Failed in a way worth retrying (network, 5xx, rate limit).
+    RetryableError,
+    /// Failed in a way retrying cannot fix (bad key, bad signature).
+    PermanentError,
+}
+
+impl NotifyOutcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyOutcome::Success => "success",
+            NotifyOutcome::RetryableError => "retryable_error",
+            NotifyOutcome::PermanentError => "permanent_error",
+        }
+    }
+}
+
+/// Metrics of the alert receivers and the Alertmanager bridge.
+#[derive(Debug, Clone)]
+pub struct NotifyMetrics {
+    notifications: IntCounterVec,
+    latency: HistogramVec,
+    failing: IntGaugeVec,
+    bridge: IntCounterVec,
+    queued: IntGaugeVec,
+}
+
+impl NotifyMetrics {
+    fn register(registry: &Registry) -> Result<NotifyMetrics, Error> {
+        let notifications = IntCounterVec::new(
+            Opts::new(
+                "mecha_alert_notifications_total",
+                "Delivery attempts of alert messages, by receiver, integration and outcome.",
+            ),
+            &["receiver", "integration", "outcome"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "mecha_alert_notification_duration_seconds",
+                "Time of one delivery attempt (request and response), by integration.",
+            )
+            .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["receiver", "integration"],
+        )?;
+        let failing = IntGaugeVec::new(
+            Opts::new(
+                "mecha_alert_receiver_failing",
+                "1 while the last delivery to an integration failed permanently (bad key, signature).",
+            ),
+            &["receiver", "integration"],
+        )?;
+        let bridge = IntCounterVec::new(
+            Opts::new(
+                "mecha_alert_bridge_requests_total",
+                "Requests to the Alertmanager webhook bridge, by outcome.",
+            ),
+            &["outcome"],
+        )?;
+        let queued = IntGaugeVec::new(
+            Opts::new(
+                "mecha_alert_receiver_queued_messages",
+                "Messages waiting for an integration's rate limit.",
+            ),
+            &["receiver", "integration"],
+        )?;
+        registry.register(Box::new(notifications.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(failing.clone()))?;
+        registry.register(Box::new(bridge.clone()))?;
+        registry.register(Box::new(queued.clone()))?;
+        Ok(NotifyMetrics {
+            notifications,
+            latency,
+            failing,
+            bridge,
+            queued,
+        })
+    }
+
+    /// Counts one delivery attempt and its duration.
+    pub fn attempt(
+        &self,
+        receiver: &str,
+        integration: &str,
+        outcome: NotifyOutcome,
+        seconds: f64,
+    ) {
+        self.notifications
+            .with_label_values(&[receiver, integration, outcome.as_str()])
+            .inc();
+        self.latency
+            .with_label_values(&[receiver, integration])
+            .observe(seconds);
+    }
+
+    /// Marks an integration failing (after a permanent error) or healthy.
+    pub fn set_failing(&self, receiver: &str, integration: &str, failing: bool) {
+        self.failing
+            .with_label_values(&[receiver, integration])
+            .set(i64::from(failing));
+    }
+
+    /// Sets the backlog of an integration's rate-limit queue.
+    pub fn set_queued(&self, receiver: &str, integration: &str, messages: usize) {
+        self.queued
+            .with_label_values(&[receiver, integration])
+            .set(i64::try_from(messages).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a request to the Alertmanager bridge (`delivered`,
+    /// `retryable_error`, `permanent_error`, `bad_request`,
+    /// `unknown_receiver`, `too_large`).
+    pub fn bridge_request(&self, outcome: &'static str) {
+        self.bridge.with_label_values(&[outcome]).inc();
     }
 }
 

@@ -18,7 +18,7 @@ mod values;
 pub use alerting::AlertingConfig;
 pub use error::ConfigError;
 pub use receivers::{
-    ChatConfig, ChatKind, MentionsConfig, ReceiverConfig, Secret, TemplateText, WebhookConfig,
+    BasicAuthConfig, ChatConfig, ChatKind, MentionsConfig, ReceiverConfig, Secret, TemplateText, WebhookConfig,
     is_mobile, read_secret,
 };
 pub use schema::*;

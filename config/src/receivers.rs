@@ -189,6 +189,12 @@ pub struct ChatConfig {
     /// Deadline of one request. Default 10s.
     #[serde(default = "default_timeout")]
     pub timeout: Duration,
+    /// Tests only: the period of the robot's rate limit (the platform's own
+    /// limit per minute is then allowed per this period instead), so a test
+    /// of the limit does not wait a minute.
+    #[doc(hidden)]
+    #[serde(default, rename = "test_rate_limit_period")]
+    pub rate_limit_period: Option<Duration>,
 }
 
 /// Who a chat message `@`-mentions.
@@ -244,6 +250,9 @@ pub struct WebhookConfig {
     /// A file holding `bearer_token`, instead of `bearer_token`.
     #[serde(default)]
     pub bearer_token_file: Option<PathBuf>,
+    /// HTTP basic authentication, instead of a bearer token. Default none.
+    #[serde(default)]
+    pub basic_auth: Option<BasicAuthConfig>,
     /// Whether resolved alerts are sent. Default true.
     #[serde(default = "yes")]
     pub send_resolved: bool,
@@ -254,6 +263,27 @@ pub struct WebhookConfig {
     /// Deadline of one request. Default 10s.
     #[serde(default = "default_timeout")]
     pub timeout: Duration,
+}
+
+/// `Authorization: Basic` credentials of a webhook.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthConfig {
+    /// The user name.
+    pub username: String,
+    /// The password.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// A file holding `password`, instead of `password`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+impl BasicAuthConfig {
+    /// The password (`password` or `password_file`), if any.
+    pub fn password(&self) -> Result<Option<Secret>, String> {
+        read_secret("password", self.password.as_ref(), self.password_file.as_ref())
+    }
 }
 
 /// A credential. Its `Debug` and `Display` show `<secret>`, never the value.
@@ -469,8 +499,21 @@ impl WebhookConfig {
         fail: &dyn Fn(String, String) -> ConfigError,
     ) -> Result<(), ConfigError> {
         let url = self.url().map_err(|e| fail(secret_key(at, "url", &e), e))?;
-        self.bearer_token()
+        let token = self
+            .bearer_token()
             .map_err(|e| fail(secret_key(at, "bearer_token", &e), e))?;
+        if let Some(basic) = &self.basic_auth {
+            let at = format!("{at}.basic_auth");
+            if token.is_some() {
+                return Err(fail(
+                    at,
+                    "set bearer_token or basic_auth, not both".into(),
+                ));
+            }
+            basic
+                .password()
+                .map_err(|e| fail(secret_key(&at, "password", &e), e))?;
+        }
         match url {
             Some(url) => check_url(&url, &format!("{at}.url"), fail)?,
             None => {
