@@ -35,6 +35,9 @@ enum Command {
     /// List Sentry issues (`mecha issues --project 1`), or change one
     /// (`mecha issues resolve 12`).
     Issues(cli::issues::IssuesArgs),
+    /// Alert receivers: `mecha alert preview --payload FILE --config FILE`
+    /// prints what each would send.
+    Alert(cli::alert::AlertArgs),
     /// Parse lines with a format and print one JSON event per record.
     Parse(cli::parse::ParseArgs),
     /// Check a config file without starting anything.
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         Command::Aggregator(a) => cli::run::run(cli::run::Role::Aggregator, to_overrides(a)),
         Command::Search(a) => cli::search::run(a),
         Command::Issues(a) => cli::issues::run(a),
+        Command::Alert(a) => cli::alert::run(a),
         Command::Parse(a) => cli::parse::run(a),
         Command::Validate { config } => cli::validate::run(&config),
     };

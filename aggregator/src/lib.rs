@@ -65,6 +65,8 @@ pub struct AggregatorOptions {
     /// Events kept per issue for the events API (the newest; counts go on
     /// regardless). Default 100.
     pub max_events_per_issue: u64,
+    /// Alert rules, routing and receivers (`aggregator.alerting`).
+    pub alerting: mecha_config::AlertingConfig,
 }
 
 impl Default for AggregatorOptions {
@@ -77,6 +79,7 @@ impl Default for AggregatorOptions {
             commit_interval: Duration::from_millis(500),
             max_pending_bytes: 64 * 1024 * 1024,
             max_events_per_issue: 100,
+            alerting: mecha_config::AlertingConfig::default(),
         }
     }
 }
@@ -103,6 +106,9 @@ impl Aggregator {
     /// listeners (port 0 allowed) and starts serving.
     pub async fn start(opts: AggregatorOptions) -> Result<Aggregator, Error> {
         let metrics = Arc::new(Metrics::new()?);
+        let receivers = alert::notify::Receivers(Arc::new(
+            alert::notify::build_with_metrics(&opts.alerting.receivers, &metrics)?,
+        ));
         let root = opts.data_dir.join("logs");
         let issues_dir = opts.data_dir.join("issues");
         let max_events = opts.max_events_per_issue;
@@ -174,6 +180,7 @@ impl Aggregator {
                 issues: Arc::clone(&issues),
                 metrics: Arc::clone(&metrics),
                 ready: Arc::clone(&ready),
+                receivers: receivers.clone(),
             });
             let signal = wait_for_stop(stopped.clone());
             let task = tokio::spawn(async move {

@@ -169,6 +169,7 @@ async fn run_async(role: Role, config: Config, data_dir: PathBuf) -> anyhow::Res
             retention_days: agg.retention_days,
             commit_interval: agg.commit_interval.0,
             max_events_per_issue: u64::from(agg.issues.max_events_per_issue),
+            alerting: agg.alerting.clone(),
             ..AggregatorOptions::default()
         })
         .await

@@ -5,6 +5,7 @@
 //! threads because tantivy reads are CPU and disk work. This module must not
 //! write to the store.
 
+pub mod bridge;
 pub mod issues;
 pub mod params;
 
@@ -33,6 +34,8 @@ pub(crate) struct ApiState {
     pub issues: Arc<IssueStore>,
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
+    /// Alert receivers by name, for the Alertmanager bridge.
+    pub receivers: crate::alert::notify::Receivers,
 }
 
 /// The routes of the HTTP API.
@@ -43,6 +46,7 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .merge(issues::routes())
+        .merge(bridge::routes())
         .with_state(state)
 }
 
