@@ -177,11 +177,13 @@ pub struct ChatConfig {
     /// A template of the message text, in minijinja (Jinja2) syntax, over:
     /// `status`, `receiver`, `group_labels`, `common_labels`,
     /// `common_annotations`, `external_url`, `firing` and `resolved` (counts
-    /// in the notification), `alerts` (those of this message, each with
-    /// `status`, `labels`, `annotations`, `name`, `severity`, `summary`,
-    /// `description`, `value`, `starts_at`, `ends_at`, `duration`, `url`),
-    /// `omitted` (alerts counted in no message, shown on the last),
-    /// `part` and `parts`. Default: a message per platform markup listing
+    /// in the notification), `alertname` and `severity` (of the group),
+    /// `title` (the rendered title) and `show_title` (false where the
+    /// platform shows the title in a field of its own), `alerts` (those of
+    /// this message, each with `status`, `labels`, `annotations`, `name`,
+    /// `severity`, `summary`, `description`, `value`, `label_text`,
+    /// `starts_at`, `ends_at`, `duration`, `url`), `omitted` (alerts counted
+    /// in no message, shown on the last), `part` and `parts`. Default: a message per platform markup listing
     /// each alert's name, severity, summary, value, labels, start (and end)
     /// and link.
     #[serde(default)]
@@ -207,7 +209,8 @@ pub struct MentionsConfig {
     #[serde(default)]
     pub users: Vec<String>,
     /// Phone numbers: WeCom text `mentioned_mobile_list` (WeCom markdown
-    /// cannot mention by phone), DingTalk `atMobiles`. Default none.
+    /// cannot mention by phone, nor everyone: use `message_type: text`),
+    /// DingTalk `atMobiles`. Default none.
     #[serde(default)]
     pub mobiles: Vec<String>,
     /// Mention everyone in the group (`@all`, Slack `<!channel>`). Default false.

@@ -108,7 +108,7 @@ pub fn parse(body: &[u8]) -> Result<Notification, String> {
         Some(other) => {
             return Err(format!(
                 "expected payload version \"4\", found {}",
-                super::super::alert::notify::split::truncate(&other.to_string(), 40)
+                crate::alert::notify::split::truncate(&other.to_string(), 40)
             ));
         }
         None => return Err("expected payload version \"4\", found no version".into()),
