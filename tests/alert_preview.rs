@@ -24,7 +24,11 @@ fn preview_prints_every_request_with_secrets_masked() {
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The payload names `oncall`: only it is shown.
     assert!(stdout.starts_with("# receiver oncall\n"), "{stdout}");
     assert!(!stdout.contains("other"), "{stdout}");
@@ -36,7 +40,13 @@ fn preview_prints_every_request_with_secrets_masked() {
     ] {
         assert!(stdout.contains(line), "{line} missing from\n{stdout}");
     }
-    for secret in ["TOPSECRETKEY", "DINGTOKEN", "SECDINGSECRET", "FEISHUHOOK", "FEISHUSECRET"] {
+    for secret in [
+        "TOPSECRETKEY",
+        "DINGTOKEN",
+        "SECDINGSECRET",
+        "FEISHUHOOK",
+        "FEISHUSECRET",
+    ] {
         assert!(!stdout.contains(secret), "{secret} shown in\n{stdout}");
     }
     // Each body is the JSON sent.

@@ -89,10 +89,7 @@ fn represented(texts: &[String]) -> (BTreeSet<String>, usize) {
         }
         for line in t.lines() {
             let line = line.trim_matches('*');
-            if let Some(n) = line
-                .strip_prefix('+')
-                .and_then(|l| l.strip_suffix(" more"))
-            {
+            if let Some(n) = line.strip_prefix('+').and_then(|l| l.strip_suffix(" more")) {
                 more += n.parse::<usize>().unwrap_or(0);
             }
         }
@@ -117,7 +114,9 @@ async fn a_storm_of_100_alerts_in_one_period_sends_at_most_20_messages_and_loses
         tasks.push(tokio::spawn(async move {
             // Spread over one period, as a storm of separate groups.
             tokio::time::sleep(period * i / 100).await;
-            receiver.notify(&notification(vec![alert(i as usize, 1)])).await
+            receiver
+                .notify(&notification(vec![alert(i as usize, 1)]))
+                .await
         }));
     }
     for t in tasks {
@@ -150,7 +149,11 @@ async fn a_big_group_fits(message_type: &str, limit: usize) {
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(robot.refused(), Vec::<(i64, String)>::new());
     let accepted = robot.accepted();
-    assert!((1..=3).contains(&accepted.len()), "{} messages", accepted.len());
+    assert!(
+        (1..=3).contains(&accepted.len()),
+        "{} messages",
+        accepted.len()
+    );
     let texts: Vec<String> = accepted.iter().map(|m| m.text()).collect();
     for t in &texts {
         assert!(t.len() <= limit, "{} bytes", t.len());
@@ -201,8 +204,22 @@ async fn a_robot_rate_limit_is_backed_off_and_retried() {
 
 #[tokio::test]
 async fn signed_dingtalk_and_feishu_messages_are_accepted_with_mentions() {
-    let ding = Robot::start(Platform::Dingtalk, "tok", Some("SECding"), 20, Duration::from_secs(60)).await;
-    let fei = Robot::start(Platform::Feishu, "hook", Some("fsecret"), 100, Duration::from_secs(60)).await;
+    let ding = Robot::start(
+        Platform::Dingtalk,
+        "tok",
+        Some("SECding"),
+        20,
+        Duration::from_secs(60),
+    )
+    .await;
+    let fei = Robot::start(
+        Platform::Feishu,
+        "hook",
+        Some("fsecret"),
+        100,
+        Duration::from_secs(60),
+    )
+    .await;
     let (r, _) = receivers(&format!(
         "      - name: oncall\n        dingtalk_configs:\n          - url: {}\n            key: tok\n            secret: SECding\n            mentions: {{ mobiles: ['13800001111'] }}\n        feishu_configs:\n          - url: {}\n            key: hook\n            secret: fsecret\n            mentions: {{ users: [ou_abc] }}\n",
         ding.url(),
@@ -225,8 +242,22 @@ async fn signed_dingtalk_and_feishu_messages_are_accepted_with_mentions() {
 #[tokio::test]
 async fn bad_keys_and_signatures_fail_permanently_and_mark_the_receiver_failing() {
     let wecom = Robot::start(Platform::Wecom, "right", None, 20, Duration::from_secs(60)).await;
-    let ding = Robot::start(Platform::Dingtalk, "tok", Some("SECright"), 20, Duration::from_secs(60)).await;
-    let fei = Robot::start(Platform::Feishu, "hook", Some("right"), 100, Duration::from_secs(60)).await;
+    let ding = Robot::start(
+        Platform::Dingtalk,
+        "tok",
+        Some("SECright"),
+        20,
+        Duration::from_secs(60),
+    )
+    .await;
+    let fei = Robot::start(
+        Platform::Feishu,
+        "hook",
+        Some("right"),
+        100,
+        Duration::from_secs(60),
+    )
+    .await;
     let (r, metrics) = receivers(&format!(
         "      - name: bad\n        wecom_configs:\n          - url: {}\n            key: wrong\n        dingtalk_configs:\n          - url: {}\n            key: tok\n            secret: SECwrong\n        feishu_configs:\n          - url: {}\n            key: hook\n            secret: wrong\n",
         wecom.url(),

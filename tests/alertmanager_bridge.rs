@@ -90,7 +90,11 @@ fn post_alert(am: &Alertmanager, ends_at: Option<String>, value: &str) {
         .json(&json!([alert]))
         .send()
         .unwrap_or_else(|e| panic!("post to alertmanager: {e}"));
-    assert!(resp.status().is_success(), "alertmanager said {}", resp.status());
+    assert!(
+        resp.status().is_success(),
+        "alertmanager said {}",
+        resp.status()
+    );
 }
 
 fn config(dir: &Path, wecom: &Robot, ding: &Robot, fei: &Robot) -> std::path::PathBuf {
@@ -121,7 +125,11 @@ fn wait_for_text(robots: &[(&str, &Robot)], needles: &[&str]) {
                     .then_some(())
             },
         );
-        assert_eq!(robot.refused(), Vec::<(i64, String)>::new(), "{name} refused");
+        assert_eq!(
+            robot.refused(),
+            Vec::<(i64, String)>::new(),
+            "{name} refused"
+        );
     }
 }
 
@@ -132,7 +140,14 @@ fn alertmanager_notifications_reach_wecom_dingtalk_and_feishu_through_the_bridge
     let (wecom, ding, fei) = rt.block_on(async {
         (
             Robot::start(Platform::Wecom, "wkey", None, 20, minute).await,
-            Robot::start(Platform::Dingtalk, "dtoken", Some("SECdingtalk"), 20, minute).await,
+            Robot::start(
+                Platform::Dingtalk,
+                "dtoken",
+                Some("SECdingtalk"),
+                20,
+                minute,
+            )
+            .await,
             Robot::start(Platform::Feishu, "fhook", Some("fsecret"), 100, minute).await,
         )
     });
@@ -142,7 +157,14 @@ fn alertmanager_notifications_reach_wecom_dingtalk_and_feishu_through_the_bridge
     let mecha = Mecha::start(
         "aggregator",
         &tmp.path().join("data"),
-        &["--config", &cfg, "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+        &[
+            "--config",
+            &cfg,
+            "--grpc",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ],
     );
     let http = mecha.addr("http");
     let am = start_alertmanager(
@@ -155,7 +177,10 @@ fn alertmanager_notifications_reach_wecom_dingtalk_and_feishu_through_the_bridge
     wait_for_text(&robots, &["[FIRING:1] 磁盘使用率过高 (critical)", "97%"]);
 
     post_alert(&am, Some(chrono::Utc::now().to_rfc3339()), "82%");
-    wait_for_text(&robots, &["[RESOLVED:1] 磁盘使用率过高", "Value at resolve: 82%"]);
+    wait_for_text(
+        &robots,
+        &["[RESOLVED:1] 磁盘使用率过高", "Value at resolve: 82%"],
+    );
 
     let metrics = reqwest::blocking::get(format!("http://{http}/metrics"))
         .and_then(|r| r.text())
@@ -187,7 +212,14 @@ fn the_bridge_refuses_bad_payloads_with_reasons() {
     let mecha = Mecha::start(
         "aggregator",
         &tmp.path().join("data"),
-        &["--config", &cfg, "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+        &[
+            "--config",
+            &cfg,
+            "--grpc",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ],
     );
     let http = mecha.addr("http");
     let client = reqwest::blocking::Client::new();
@@ -205,7 +237,13 @@ fn the_bridge_refuses_bad_payloads_with_reasons() {
     let v3 = br#"{"version":"3","status":"firing","alerts":[]}"#.to_vec();
     let (status, v) = post("hooks", v3);
     assert_eq!(status, 400, "{v}");
-    assert!(v["error"].as_str().unwrap_or_default().contains("version \"4\""), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("version \"4\""),
+        "{v}"
+    );
     let (status, v) = post("hooks", b"{oops".to_vec());
     assert_eq!(status, 400, "{v}");
     assert!(v["error"].as_str().is_some(), "{v}");

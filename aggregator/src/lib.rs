@@ -106,9 +106,10 @@ impl Aggregator {
     /// listeners (port 0 allowed) and starts serving.
     pub async fn start(opts: AggregatorOptions) -> Result<Aggregator, Error> {
         let metrics = Arc::new(Metrics::new()?);
-        let receivers = alert::notify::Receivers(Arc::new(
-            alert::notify::build_with_metrics(&opts.alerting.receivers, &metrics)?,
-        ));
+        let receivers = alert::notify::Receivers(Arc::new(alert::notify::build_with_metrics(
+            &opts.alerting.receivers,
+            &metrics,
+        )?));
         let root = opts.data_dir.join("logs");
         let issues_dir = opts.data_dir.join("issues");
         let max_events = opts.max_events_per_issue;

@@ -5,8 +5,8 @@
 //! This module must not decide anything: it only counts.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::Error;
@@ -416,13 +416,7 @@ impl NotifyMetrics {
     }
 
     /// Counts one delivery attempt and its duration.
-    pub fn attempt(
-        &self,
-        receiver: &str,
-        integration: &str,
-        outcome: NotifyOutcome,
-        seconds: f64,
-    ) {
+    pub fn attempt(&self, receiver: &str, integration: &str, outcome: NotifyOutcome, seconds: f64) {
         self.notifications
             .with_label_values(&[receiver, integration, outcome.as_str()])
             .inc();

@@ -18,8 +18,8 @@ mod values;
 pub use alerting::AlertingConfig;
 pub use error::ConfigError;
 pub use receivers::{
-    BasicAuthConfig, ChatConfig, ChatKind, MentionsConfig, ReceiverConfig, Secret, TemplateText, WebhookConfig,
-    is_mobile, read_secret,
+    BasicAuthConfig, ChatConfig, ChatKind, MentionsConfig, ReceiverConfig, Secret, TemplateText,
+    WebhookConfig, is_mobile, read_secret,
 };
 pub use schema::*;
 pub use sentry::{

@@ -285,7 +285,11 @@ pub struct BasicAuthConfig {
 impl BasicAuthConfig {
     /// The password (`password` or `password_file`), if any.
     pub fn password(&self) -> Result<Option<Secret>, String> {
-        read_secret("password", self.password.as_ref(), self.password_file.as_ref())
+        read_secret(
+            "password",
+            self.password.as_ref(),
+            self.password_file.as_ref(),
+        )
     }
 }
 
@@ -508,10 +512,7 @@ impl WebhookConfig {
         if let Some(basic) = &self.basic_auth {
             let at = format!("{at}.basic_auth");
             if token.is_some() {
-                return Err(fail(
-                    at,
-                    "set bearer_token or basic_auth, not both".into(),
-                ));
+                return Err(fail(at, "set bearer_token or basic_auth, not both".into()));
             }
             basic
                 .password()

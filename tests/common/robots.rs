@@ -247,13 +247,14 @@ async fn dingtalk(
         }
         if let Some(secret) = &r.secret {
             let ts = q.get("timestamp").cloned().unwrap_or_default();
-            let ok_time = ts
-                .parse::<i64>()
-                .is_ok_and(|ms| within_an_hour(ms / 1000));
+            let ok_time = ts.parse::<i64>().is_ok_and(|ms| within_an_hour(ms / 1000));
             // axum's Query has already URL-decoded `sign`.
             let want = hmac_b64(secret.as_bytes(), format!("{ts}\n{secret}").as_bytes());
             if !ok_time || q.get("sign") != Some(&want) {
-                return Err(r.refuse_now(310000, "sign not match, more: [https://ding-doc.dingtalk.com/doc#/serverapi2/qf2nxq]"));
+                return Err(r.refuse_now(
+                    310000,
+                    "sign not match, more: [https://ding-doc.dingtalk.com/doc#/serverapi2/qf2nxq]",
+                ));
             }
         }
         let Ok(v) = serde_json::from_slice::<Value>(&body) else {
@@ -278,7 +279,10 @@ async fn feishu(
 ) -> axum::Json<Value> {
     let result = (|| {
         if token != r.token {
-            return Err(r.refuse_now(19001, "param invalid: incoming webhook access token invalid"));
+            return Err(r.refuse_now(
+                19001,
+                "param invalid: incoming webhook access token invalid",
+            ));
         }
         if body.len() > 20 * 1024 {
             return Err(r.refuse_now(9499, "Bad Request"));

@@ -10,6 +10,7 @@
 //! 1 MiB. Every request is counted by outcome. This module must not group
 //! or deduplicate: Alertmanager already did.
 
+use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -17,7 +18,6 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::Json;
 use serde_json::{Value, json};
 
 use super::ApiState;
@@ -74,7 +74,12 @@ async fn receive(
     let n = match parse(&body) {
         Ok(n) => n,
         Err(reason) => {
-            return answer(&state, "bad_request", StatusCode::BAD_REQUEST, json!({"error": reason}));
+            return answer(
+                &state,
+                "bad_request",
+                StatusCode::BAD_REQUEST,
+                json!({"error": reason}),
+            );
         }
     };
     match receiver.notify(&n).await {
@@ -136,7 +141,10 @@ mod tests {
         let e = parse(v3.as_bytes()).err().unwrap_or_default();
         assert!(e.contains("version \"4\", found \"3\""), "{e}");
         let e = parse(b"{not json").err().unwrap_or_default();
-        assert!(e.starts_with("expected an Alertmanager webhook payload (JSON)"), "{e}");
+        assert!(
+            e.starts_with("expected an Alertmanager webhook payload (JSON)"),
+            "{e}"
+        );
         let e = parse(br#"{"version":"4"}"#).err().unwrap_or_default();
         assert!(e.contains("missing field"), "{e}");
     }

@@ -42,7 +42,8 @@ pub fn url(url: Option<&Secret>, key: Option<&Secret>) -> Result<reqwest::Url, S
     let mut u = reqwest::Url::parse(base)
         .map_err(|e| format!("url: {e} (value not shown: it is a credential)"))?;
     if let Some(key) = key {
-        u.query_pairs_mut().append_pair("access_token", key.expose());
+        u.query_pairs_mut()
+            .append_pair("access_token", key.expose());
     }
     Ok(u)
 }
@@ -158,7 +159,10 @@ mod tests {
 
     #[test]
     fn errcodes_are_judged_as_the_platform_means_them() {
-        assert_eq!(classify(200, None, r#"{"errcode":0,"errmsg":"ok"}"#), Ok(()));
+        assert_eq!(
+            classify(200, None, r#"{"errcode":0,"errmsg":"ok"}"#),
+            Ok(())
+        );
         assert!(matches!(
             classify(200, None, r#"{"errcode":130101,"errmsg":"send too fast"}"#),
             Err(Failure::RateLimited { .. })

@@ -45,7 +45,8 @@ pub fn url(url: Option<&Secret>, key: Option<&Secret>) -> Result<reqwest::Url, S
         }
         base.push_str(key.expose());
     }
-    reqwest::Url::parse(&base).map_err(|e| format!("url: {e} (value not shown: it is a credential)"))
+    reqwest::Url::parse(&base)
+        .map_err(|e| format!("url: {e} (value not shown: it is a credential)"))
 }
 
 /// The signature of a request at `timestamp` (seconds).
@@ -169,14 +170,24 @@ mod tests {
 
     #[test]
     fn codes_are_judged_as_the_platform_means_them() {
-        assert_eq!(classify(200, None, r#"{"code":0,"msg":"success","data":{}}"#), Ok(()));
-        assert_eq!(classify(200, None, r#"{"StatusCode":0,"StatusMessage":"success"}"#), Ok(()));
+        assert_eq!(
+            classify(200, None, r#"{"code":0,"msg":"success","data":{}}"#),
+            Ok(())
+        );
+        assert_eq!(
+            classify(200, None, r#"{"StatusCode":0,"StatusMessage":"success"}"#),
+            Ok(())
+        );
         assert!(matches!(
             classify(200, None, r#"{"code":11232,"msg":"frequency limited"}"#),
             Err(Failure::RateLimited { .. })
         ));
         assert!(matches!(
-            classify(400, None, r#"{"code":19021,"msg":"sign match fail or timestamp is not within one hour from current time"}"#),
+            classify(
+                400,
+                None,
+                r#"{"code":19021,"msg":"sign match fail or timestamp is not within one hour from current time"}"#
+            ),
             Err(Failure::Permanent(_))
         ));
     }
@@ -184,6 +195,9 @@ mod tests {
     #[test]
     fn the_token_ends_the_hook_url() {
         let u = url(None, Some(&Secret::new("abc"))).map(|u| u.to_string());
-        assert_eq!(u.as_deref(), Ok("https://open.feishu.cn/open-apis/bot/v2/hook/abc"));
+        assert_eq!(
+            u.as_deref(),
+            Ok("https://open.feishu.cn/open-apis/bot/v2/hook/abc")
+        );
     }
 }

@@ -72,9 +72,12 @@ pub struct Rate {
     pub period: Duration,
 }
 
+/// Where the answer for one submitted message goes.
+type Waiter = oneshot::Sender<Result<(), Failure>>;
+
 struct Item {
     message: Outgoing,
-    done: oneshot::Sender<Result<(), Failure>>,
+    done: Waiter,
 }
 
 /// The sending end of one robot's queue; cheap to clone.
@@ -176,7 +179,7 @@ async fn run(mut rx: mpsc::Receiver<Item>, channel: Arc<dyn Channel>, rate: Rate
 fn take_batch(
     pending: &mut VecDeque<Item>,
     channel: &dyn Channel,
-) -> Option<(Outgoing, Vec<oneshot::Sender<Result<(), Failure>>>)> {
+) -> Option<(Outgoing, Vec<Waiter>)> {
     let first = pending.pop_front()?;
     let mut message = first.message;
     let mut waiters = vec![first.done];
@@ -248,9 +251,8 @@ mod tests {
 
     fn text(s: String) -> Outgoing {
         Outgoing {
-            title: String::new(),
             text: s,
-            mentions: Default::default(),
+            ..Outgoing::default()
         }
     }
 
@@ -281,7 +283,10 @@ mod tests {
         let sent = rec.sent.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for (i, (at, _)) in sent.iter().enumerate() {
             let in_window = sent[i..].iter().filter(|(t, _)| *t < *at + MINUTE).count();
-            assert!(in_window <= 20, "{in_window} messages in the minute from {i}");
+            assert!(
+                in_window <= 20,
+                "{in_window} messages in the minute from {i}"
+            );
         }
         let all: String = sent.iter().map(|(_, t)| t.as_str()).collect();
         for i in 0..100 {

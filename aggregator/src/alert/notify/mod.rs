@@ -431,9 +431,7 @@ impl Chat {
             }),
             rate: Rate {
                 messages: per_minute,
-                period: c
-                    .rate_limit_period
-                    .map_or(Duration::from_secs(60), |d| d.0),
+                period: c.rate_limit_period.map_or(Duration::from_secs(60), |d| d.0),
             },
             limiter: OnceLock::new(),
         })
@@ -672,7 +670,12 @@ impl Channel for ChatSender {
         into.mentions.union(&next.mentions);
         into.firing |= next.firing;
         into.merged += 1 + next.merged;
-        let first = into.title.split(" (+").next().unwrap_or_default().to_string();
+        let first = into
+            .title
+            .split(" (+")
+            .next()
+            .unwrap_or_default()
+            .to_string();
         into.title = format!("{first} (+{} more)", into.merged);
     }
 
@@ -815,9 +818,19 @@ pub(crate) mod tests {
                     ("owner", "zhangsan"),
                 ]),
                 annotations: labels(&[
-                    ("summary", &format!("节点 node-{i} 的磁盘 /data 使用率超过 95%")),
+                    (
+                        "summary",
+                        &format!("节点 node-{i} 的磁盘 /data 使用率超过 95%"),
+                    ),
                     ("description", "请尽快清理日志或扩容磁盘"),
-                    ("value", if status == AlertStatus::Firing { "97%" } else { "82%" }),
+                    (
+                        "value",
+                        if status == AlertStatus::Firing {
+                            "97%"
+                        } else {
+                            "82%"
+                        },
+                    ),
                 ]),
                 starts_at: start,
                 ends_at: if status == AlertStatus::Resolved {
@@ -848,12 +861,16 @@ pub(crate) mod tests {
 
     fn preview_of(yaml: &str, n: &Notification) -> Vec<Preview> {
         let text = format!("aggregator:\n  alerting:\n    receivers:\n{yaml}");
-        let config = mecha_config::parse("test.yaml", &text, &|_| None)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let config =
+            mecha_config::parse("test.yaml", &text, &|_| None).unwrap_or_else(|e| panic!("{e}"));
         let metrics = Metrics::new().unwrap_or_else(|e| panic!("{e}"));
         let client = http_client().unwrap_or_else(|e| panic!("{e}"));
-        let r = Receiver::new(&config.aggregator.alerting.receivers[0], &client, &metrics.notify)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let r = Receiver::new(
+            &config.aggregator.alerting.receivers[0],
+            &client,
+            &metrics.notify,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         r.preview_at(n, now())
     }
 
@@ -878,7 +895,14 @@ pub(crate) mod tests {
     fn firing_messages_of_every_platform() {
         let previews = preview_of(ALL, &notification(AlertStatus::Firing, 2));
         let text = shown(&previews);
-        for secret in ["WECOMKEY", "DTTOKEN", "SECDINGTALK", "FEISHUHOOK", "FEISHUSECRET", "SLACKSECRET"] {
+        for secret in [
+            "WECOMKEY",
+            "DTTOKEN",
+            "SECDINGTALK",
+            "FEISHUHOOK",
+            "FEISHUSECRET",
+            "SLACKSECRET",
+        ] {
             assert!(!text.contains(secret), "{secret} shown");
         }
         insta::assert_snapshot!(text);
@@ -906,8 +930,10 @@ pub(crate) mod tests {
     fn a_big_group_is_split_within_the_wecom_limit() {
         let mut n = notification(AlertStatus::Firing, 200);
         for a in &mut n.alerts {
-            a.annotations
-                .insert("description".into(), "数据库连接池耗尽，请检查慢查询。".repeat(30));
+            a.annotations.insert(
+                "description".into(),
+                "数据库连接池耗尽，请检查慢查询。".repeat(30),
+            );
         }
         let previews = preview_of(
             "      - name: a\n        wecom_configs:\n          - key: k\n            max_messages: 3\n",

@@ -122,9 +122,18 @@ mod tests {
         assert_eq!(classify(200, None, "ok"), Ok(()));
         assert!(matches!(
             classify(429, Some(Duration::from_secs(3)), ""),
-            Err(Failure::RateLimited { retry_after: Some(_), .. })
+            Err(Failure::RateLimited {
+                retry_after: Some(_),
+                ..
+            })
         ));
-        assert!(matches!(classify(404, None, "no_service"), Err(Failure::Permanent(_))));
-        assert!(matches!(classify(503, None, ""), Err(Failure::Retryable(_))));
+        assert!(matches!(
+            classify(404, None, "no_service"),
+            Err(Failure::Permanent(_))
+        ));
+        assert!(matches!(
+            classify(503, None, ""),
+            Err(Failure::Retryable(_))
+        ));
     }
 }

@@ -75,9 +75,8 @@ pub fn plan<E>(
         let last = parts.len() + 1 == max_messages;
         let remaining = n - start;
         let omitted = |k: usize| if last { remaining - k } else { 0 };
-        let mut fits = |k: usize| -> Result<bool, E> {
-            Ok(size(start..start + k, omitted(k))? <= limit)
-        };
+        let mut fits =
+            |k: usize| -> Result<bool, E> { Ok(size(start..start + k, omitted(k))? <= limit) };
         let k = if fits(remaining)? {
             remaining
         } else {
@@ -217,7 +216,7 @@ mod tests {
         #[test]
         fn truncated_text_is_valid_and_short_enough(s in "\\PC{0,300}", max in 0usize..400) {
             let t = truncate(&s, max);
-            prop_assert!(t.len() <= max.max(0));
+            prop_assert!(t.len() <= max);
             prop_assert!(s.starts_with(t.trim_end_matches(ELLIPSIS)));
         }
     }

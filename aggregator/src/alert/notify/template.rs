@@ -240,11 +240,7 @@ impl Prepared {
                 firing,
                 resolved: alerts.len() - firing,
                 alertname,
-                severity: n
-                    .common_labels
-                    .get("severity")
-                    .cloned()
-                    .unwrap_or_default(),
+                severity: n.common_labels.get("severity").cloned().unwrap_or_default(),
             },
             alerts,
         }
@@ -340,7 +336,7 @@ fn render(source: &str, ctx: &Ctx<'_>) -> Result<String, minijinja::Error> {
     let mut env = minijinja::Environment::new();
     env.set_fuel(Some(FUEL));
     let template = env.template_from_str(source)?;
-    template.render(ctx)
+    template.render(minijinja::value::Serde(ctx))
 }
 
 fn time(t: DateTime<Utc>) -> String {
@@ -380,7 +376,11 @@ mod tests {
     fn a_failing_user_template_falls_back_to_the_default() {
         let n = crate::alert::notify::tests::notification(AlertStatus::Firing, 1);
         let p = Prepared::new(&n, crate::alert::notify::tests::now());
-        let t = Templates::new(Markup::Text, Some("{{ 1 / 0 }}"), Some("{% for x in range(100000000) %}x{% endfor %}"));
+        let t = Templates::new(
+            Markup::Text,
+            Some("{{ 1 / 0 }}"),
+            Some("{% for x in range(100000000) %}x{% endfor %}"),
+        );
         let title = t.title(&p);
         assert!(title.starts_with("[FIRING:1] "), "{title}");
         let text = t.text(
@@ -404,7 +404,9 @@ mod tests {
         let t = Templates::new(
             Markup::Text,
             Some("{{ receiver }}/{{ status }}/{{ resolved }}"),
-            Some("{% for a in alerts %}{{ a.name }}={{ a.value }};{% endfor %}{{ part }}/{{ parts }}+{{ omitted }} {{ common_labels.alertname }}"),
+            Some(
+                "{% for a in alerts %}{{ a.name }}={{ a.value }};{% endfor %}{{ part }}/{{ parts }}+{{ omitted }} {{ common_labels.alertname }}",
+            ),
         );
         assert_eq!(t.title(&p), "值班/resolved/2");
         let text = t.text(

@@ -97,7 +97,9 @@ impl Webhook {
         req = match &self.auth {
             Auth::None => req,
             Auth::Bearer(t) => req.bearer_auth(t.expose()),
-            Auth::Basic(user, password) => req.basic_auth(user, password.as_ref().map(Secret::expose)),
+            Auth::Basic(user, password) => {
+                req.basic_auth(user, password.as_ref().map(Secret::expose))
+            }
         };
         let result = match req.send().await {
             Err(e) => Err(Failure::Retryable(e.without_url().to_string())),
@@ -180,13 +182,29 @@ mod tests {
         assert_eq!(p[0].url, "http://h/****");
         let v: serde_json::Value = serde_json::from_str(&p[0].body).unwrap_or_default();
         for key in [
-            "version", "groupKey", "truncatedAlerts", "status", "receiver", "groupLabels",
-            "commonLabels", "commonAnnotations", "externalURL", "alerts",
+            "version",
+            "groupKey",
+            "truncatedAlerts",
+            "status",
+            "receiver",
+            "groupLabels",
+            "commonLabels",
+            "commonAnnotations",
+            "externalURL",
+            "alerts",
         ] {
             assert!(v.get(key).is_some(), "{key} missing from {v}");
         }
         let a = &v["alerts"][0];
-        for key in ["status", "labels", "annotations", "startsAt", "endsAt", "generatorURL", "fingerprint"] {
+        for key in [
+            "status",
+            "labels",
+            "annotations",
+            "startsAt",
+            "endsAt",
+            "generatorURL",
+            "fingerprint",
+        ] {
             assert!(a.get(key).is_some(), "{key} missing from {a}");
         }
         assert_eq!(a["endsAt"], "0001-01-01T00:00:00Z");

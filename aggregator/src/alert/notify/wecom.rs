@@ -120,17 +120,30 @@ mod tests {
 
     #[test]
     fn errcodes_are_judged_as_the_platform_means_them() {
-        assert_eq!(classify(200, None, r#"{"errcode":0,"errmsg":"ok"}"#), Ok(()));
+        assert_eq!(
+            classify(200, None, r#"{"errcode":0,"errmsg":"ok"}"#),
+            Ok(())
+        );
         assert!(matches!(
-            classify(200, None, r#"{"errcode":45009,"errmsg":"api freq out of limit"}"#),
+            classify(
+                200,
+                None,
+                r#"{"errcode":45009,"errmsg":"api freq out of limit"}"#
+            ),
             Err(Failure::RateLimited { .. })
         ));
         assert!(matches!(
             classify(200, None, r#"{"errcode":93000,"errmsg":"invalid webhook url"}"#),
             Err(Failure::Permanent(r)) if r.contains("invalid robot key")
         ));
-        assert!(matches!(classify(502, None, "bad gateway"), Err(Failure::Retryable(_))));
-        assert!(matches!(classify(200, None, "<html>"), Err(Failure::Permanent(_))));
+        assert!(matches!(
+            classify(502, None, "bad gateway"),
+            Err(Failure::Retryable(_))
+        ));
+        assert!(matches!(
+            classify(200, None, "<html>"),
+            Err(Failure::Permanent(_))
+        ));
     }
 
     #[test]
