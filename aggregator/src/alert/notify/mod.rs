@@ -127,11 +127,9 @@ impl std::fmt::Debug for Receivers {
     }
 }
 
-/// The one HTTP client of the receivers: rustls with ring, the system's
-/// roots, pooled connections.
+/// The one HTTP client of the receivers, with pooled connections. Its TLS
+/// is whatever reqwest's workspace features give (see aggregator/Cargo.toml).
 fn http_client() -> Result<reqwest::Client, crate::Error> {
-    // Another part of the process may have installed it already: fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .user_agent(concat!("mecha/", env!("CARGO_PKG_VERSION")))
