@@ -7,7 +7,7 @@
 //! limit allows ([`split`]), and hands them to the robot's rate-limited
 //! queue ([`limit`]), whose worker signs and sends them ([`wecom`],
 //! [`dingtalk`], [`feishu`], [`slack`]). The generic [`webhook`] posts the
-//! notification as it is. All share one HTTP client (rustls); every
+//! notification as it is. All share one HTTP client; every
 //! delivery attempt is counted by outcome.
 //!
 //! This module must not decide what to send or when (grouping, waits,
