@@ -40,6 +40,9 @@ enum Command {
     Silence(cli::silence::SilenceArgs),
     /// List active alerts with their state (active, suppressed).
     Alerts(cli::silence::AlertsArgs),
+    /// Alert receivers: `mecha alert preview --payload FILE --config FILE`
+    /// prints what each would send.
+    Alert(cli::alert::AlertArgs),
     /// Parse lines with a format and print one JSON event per record.
     Parse(cli::parse::ParseArgs),
     /// Check a config file without starting anything.
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
         Command::Issues(a) => cli::issues::run(a),
         Command::Silence(a) => cli::silence::run(a),
         Command::Alerts(a) => cli::silence::run_alerts(a),
+        Command::Alert(a) => cli::alert::run(a),
         Command::Parse(a) => cli::parse::run(a),
         Command::Validate { config } => cli::validate::run(&config),
     };

@@ -145,6 +145,15 @@ pub enum Error {
     /// A metric could not be registered (duplicate name: a programming error).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// A receiver of `aggregator.alerting.receivers` cannot be built (its
+    /// credentials are never part of the reason).
+    #[error("receiver {receiver}: {reason}")]
+    Receiver {
+        /// The receiver's name.
+        receiver: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A blocking task panicked or was cancelled.
     #[error("background task {what}: {reason}")]
     Task {

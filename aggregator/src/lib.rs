@@ -115,6 +115,10 @@ impl Aggregator {
     /// listeners (port 0 allowed) and starts serving.
     pub async fn start(opts: AggregatorOptions) -> Result<Aggregator, Error> {
         let metrics = Arc::new(Metrics::new()?);
+        let receivers = alert::notify::Receivers(Arc::new(alert::notify::build_with_metrics(
+            &opts.alerting.receivers,
+            &metrics,
+        )?));
         let root = opts.data_dir.join("logs");
         let issues_dir = opts.data_dir.join("issues");
         let max_events = opts.max_events_per_issue;
@@ -188,6 +192,7 @@ impl Aggregator {
         let external_url = http_addr.map_or_else(String::new, |a| format!("http://{a}"));
         let alerting = alert::Alerting::start(
             &opts.alerting,
+            &receivers,
             &opts.data_dir,
             Arc::clone(&metrics),
             external_url,
@@ -201,6 +206,7 @@ impl Aggregator {
                 ready: Arc::clone(&ready),
                 alerting: alerting.clone(),
                 rules: rule_board.clone(),
+                receivers: receivers.clone(),
             });
             let signal = wait_for_stop(stopped.clone());
             let task = tokio::spawn(async move {

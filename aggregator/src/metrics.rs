@@ -5,9 +5,8 @@
 //! This module must not decide anything: it only counts.
 
 use prometheus::{
-    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
-    TextEncoder,
+    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::Error;
@@ -110,8 +109,8 @@ impl SearchOutcome {
     }
 }
 
-/// What became of one delivery attempt to a receiver (the `outcome` label of
-/// `mecha_alert_notifications_total`).
+/// What became of one delivery attempt (the `outcome` label of
+/// `mecha_alert_notifications_total` and `mecha_alert_group_notifications_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotifyOutcome {
     /// Delivered.
@@ -171,6 +170,8 @@ pub struct Metrics {
     rule_evaluations: IntCounterVec,
     rule_failures: IntCounterVec,
     rule_duration: GaugeVec,
+    /// Alert receivers' deliveries and the Alertmanager bridge.
+    pub notify: NotifyMetrics,
 }
 
 impl Metrics {
@@ -278,8 +279,8 @@ impl Metrics {
         )?;
         let alert_notifications = IntCounterVec::new(
             Opts::new(
-                "mecha_alert_notifications_total",
-                "Delivery attempts of alert notifications, by receiver and outcome.",
+                "mecha_alert_group_notifications_total",
+                "Notifications of alert groups to receivers (all of a receiver's integrations at once), by receiver and outcome.",
             ),
             &["receiver", "outcome"],
         )?;
@@ -327,6 +328,7 @@ impl Metrics {
         registry.register(Box::new(rule_evaluations.clone()))?;
         registry.register(Box::new(rule_failures.clone()))?;
         registry.register(Box::new(rule_duration.clone()))?;
+        let notify = NotifyMetrics::register(&registry)?;
         registry.register(Box::new(issue_events.clone()))?;
         registry.register(Box::new(issues_created.clone()))?;
         registry.register(Box::new(issues_regressed.clone()))?;
@@ -369,6 +371,7 @@ impl Metrics {
             rule_evaluations,
             rule_failures,
             rule_duration,
+            notify,
         })
     }
 
@@ -484,6 +487,100 @@ fn gauge(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// Metrics of the alert receivers and the Alertmanager bridge.
+#[derive(Debug, Clone)]
+pub struct NotifyMetrics {
+    notifications: IntCounterVec,
+    latency: HistogramVec,
+    failing: IntGaugeVec,
+    bridge: IntCounterVec,
+    queued: IntGaugeVec,
+}
+
+impl NotifyMetrics {
+    fn register(registry: &Registry) -> Result<NotifyMetrics, Error> {
+        let notifications = IntCounterVec::new(
+            Opts::new(
+                "mecha_alert_notifications_total",
+                "Delivery attempts of alert messages, by receiver, integration and outcome.",
+            ),
+            &["receiver", "integration", "outcome"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "mecha_alert_notification_duration_seconds",
+                "Time of one delivery attempt (request and response), by integration.",
+            )
+            .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["receiver", "integration"],
+        )?;
+        let failing = IntGaugeVec::new(
+            Opts::new(
+                "mecha_alert_receiver_failing",
+                "1 while the last delivery to an integration failed permanently (bad key, signature).",
+            ),
+            &["receiver", "integration"],
+        )?;
+        let bridge = IntCounterVec::new(
+            Opts::new(
+                "mecha_alert_bridge_requests_total",
+                "Requests to the Alertmanager webhook bridge, by outcome.",
+            ),
+            &["outcome"],
+        )?;
+        let queued = IntGaugeVec::new(
+            Opts::new(
+                "mecha_alert_receiver_queued_messages",
+                "Messages waiting for an integration's rate limit.",
+            ),
+            &["receiver", "integration"],
+        )?;
+        registry.register(Box::new(notifications.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(failing.clone()))?;
+        registry.register(Box::new(bridge.clone()))?;
+        registry.register(Box::new(queued.clone()))?;
+        Ok(NotifyMetrics {
+            notifications,
+            latency,
+            failing,
+            bridge,
+            queued,
+        })
+    }
+
+    /// Counts one delivery attempt and its duration.
+    pub fn attempt(&self, receiver: &str, integration: &str, outcome: NotifyOutcome, seconds: f64) {
+        self.notifications
+            .with_label_values(&[receiver, integration, outcome.as_str()])
+            .inc();
+        self.latency
+            .with_label_values(&[receiver, integration])
+            .observe(seconds);
+    }
+
+    /// Marks an integration failing (after a permanent error) or healthy.
+    pub fn set_failing(&self, receiver: &str, integration: &str, failing: bool) {
+        self.failing
+            .with_label_values(&[receiver, integration])
+            .set(i64::from(failing));
+    }
+
+    /// Sets the backlog of an integration's rate-limit queue.
+    pub fn set_queued(&self, receiver: &str, integration: &str, messages: usize) {
+        self.queued
+            .with_label_values(&[receiver, integration])
+            .set(i64::try_from(messages).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a request to the Alertmanager bridge (`delivered`,
+    /// `retryable_error`, `permanent_error`, `bad_request`,
+    /// `unknown_receiver`, `too_large`).
+    pub fn bridge_request(&self, outcome: &'static str) {
+        self.bridge.with_label_values(&[outcome]).inc();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,7 +612,7 @@ mod tests {
             "mecha_aggregator_issues_created_total 0",
             "mecha_aggregator_issues_regressed_total 0",
             "mecha_aggregator_issue_grouping_seconds_bucket",
-            "mecha_alert_notifications_total{outcome=\"retryable_error\",receiver=\"ops\"} 1",
+            "mecha_alert_group_notifications_total{outcome=\"retryable_error\",receiver=\"ops\"} 1",
             "mecha_alerts{state=\"suppressed\"} 1",
             "mecha_alert_groups 3",
             "mecha_alert_nflog_entries 4",

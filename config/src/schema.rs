@@ -603,6 +603,7 @@ impl Config {
         self.agent.sentry.check(&fail)?;
         crate::route::check(&self.aggregator.alerting, &fail)?;
         self.agent.kubernetes.check(&fail)?;
+        crate::receivers::check(&self.aggregator.alerting.receivers, &fail)?;
         if self.aggregator.retention_days == 0 {
             return Err(fail(
                 "aggregator.retention_days".into(),

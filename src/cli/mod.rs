@@ -1,5 +1,6 @@
 //! The subcommands of the binary, one module each.
 
+pub mod alert;
 pub mod api;
 pub mod issues;
 pub mod parse;

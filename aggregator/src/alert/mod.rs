@@ -49,15 +49,17 @@ pub struct Alerting {
 }
 
 impl Alerting {
-    /// Builds the receivers and starts the dispatcher; `external_url` goes
-    /// into notifications when the config sets none.
+    /// Starts the dispatcher with `receivers` (built once per process, so
+    /// the dispatcher and the Alertmanager bridge share their rate limits);
+    /// `external_url` goes into notifications when the config sets none.
     pub async fn start(
         config: &mecha_config::AlertingConfig,
+        receivers: &notify::Receivers,
         data_dir: &Path,
         metrics: Arc<Metrics>,
         external_url: String,
     ) -> Result<Alerting, Error> {
-        let notifiers = notify::build(&config.receivers)?;
+        let notifiers = receivers.0.as_ref().clone();
         let dispatcher = Dispatcher::start(
             DispatcherOptions {
                 route: config.route.clone(),

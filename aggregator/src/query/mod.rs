@@ -6,6 +6,7 @@
 //! write to the store.
 
 pub mod alerts;
+pub mod bridge;
 pub mod issues;
 pub mod params;
 pub mod rules;
@@ -37,6 +38,8 @@ pub(crate) struct ApiState {
     pub ready: Arc<AtomicBool>,
     pub alerting: crate::alert::Alerting,
     pub rules: crate::alert::rules::RuleBoard,
+    /// Alert receivers by name, for the Alertmanager bridge.
+    pub receivers: crate::alert::notify::Receivers,
 }
 
 /// The routes of the HTTP API.
@@ -49,6 +52,7 @@ pub(crate) fn router(state: ApiState) -> Router {
         .merge(issues::routes())
         .merge(alerts::routes())
         .merge(rules::routes())
+        .merge(bridge::routes())
         .with_state(state)
 }
 

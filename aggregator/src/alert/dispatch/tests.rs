@@ -548,9 +548,9 @@ async fn retryable_failures_are_retried_and_permanent_ones_wait_for_the_next_flu
     assert_eq!(h.sent("ops"), s(&[(33, "firing A"), (630, "firing A,B")]));
     let text = h.metrics.render();
     for line in [
-        "mecha_alert_notifications_total{outcome=\"retryable_error\",receiver=\"ops\"} 2",
-        "mecha_alert_notifications_total{outcome=\"permanent_error\",receiver=\"ops\"} 1",
-        "mecha_alert_notifications_total{outcome=\"success\",receiver=\"ops\"} 2",
+        "mecha_alert_group_notifications_total{outcome=\"retryable_error\",receiver=\"ops\"} 2",
+        "mecha_alert_group_notifications_total{outcome=\"permanent_error\",receiver=\"ops\"} 1",
+        "mecha_alert_group_notifications_total{outcome=\"success\",receiver=\"ops\"} 2",
     ] {
         assert!(text.contains(line), "{line} missing from\n{text}");
     }

@@ -1,0 +1,70 @@
+//! `mecha alert preview`: prints what each receiver integration would send
+//! for an Alertmanager payload, with secrets masked, sending nothing.
+
+use std::process::Command;
+
+const PAYLOAD: &str = r#"{"receiver":"oncall","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"磁盘使用率过高","severity":"critical","node":"node-1"},"annotations":{"summary":"节点 node-1 磁盘使用率过高","value":"97%"},"startsAt":"2026-12-01T08:00:00Z","endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://prometheus.example/graph","fingerprint":"0123456789abcdef"}],"groupLabels":{"alertname":"磁盘使用率过高"},"commonLabels":{"alertname":"磁盘使用率过高","severity":"critical"},"commonAnnotations":{},"externalURL":"http://am.example","version":"4","groupKey":"{}:{alertname=\"磁盘使用率过高\"}","truncatedAlerts":0}"#;
+
+#[test]
+fn preview_prints_every_request_with_secrets_masked() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let payload = tmp.path().join("payload.json");
+    std::fs::write(&payload, PAYLOAD).unwrap_or_else(|e| panic!("{e}"));
+    let config = tmp.path().join("mecha.yaml");
+    std::fs::write(
+        &config,
+        "aggregator:\n  alerting:\n    receivers:\n      - name: oncall\n        wecom_configs:\n          - key: TOPSECRETKEY\n        dingtalk_configs:\n          - key: DINGTOKEN\n            secret: SECDINGSECRET\n        feishu_configs:\n          - key: FEISHUHOOK\n            secret: FEISHUSECRET\n      - name: other\n        slack_configs:\n          - url: https://hooks.slack.com/services/T/B/SLACKSECRET\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(env!("CARGO_BIN_EXE_mecha"))
+        .args(["alert", "preview", "--payload"])
+        .arg(&payload)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The payload names `oncall`: only it is shown.
+    assert!(stdout.starts_with("# receiver oncall\n"), "{stdout}");
+    assert!(!stdout.contains("other"), "{stdout}");
+    for line in [
+        "wecom[0] POST https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=****",
+        "dingtalk[0] POST https://oapi.dingtalk.com/robot/send?access_token=****&timestamp=",
+        "feishu[0] POST https://open.feishu.cn/open-apis/bot/v2/hook/****",
+        "[FIRING:1] 磁盘使用率过高 (critical)",
+    ] {
+        assert!(stdout.contains(line), "{line} missing from\n{stdout}");
+    }
+    for secret in [
+        "TOPSECRETKEY",
+        "DINGTOKEN",
+        "SECDINGSECRET",
+        "FEISHUHOOK",
+        "FEISHUSECRET",
+    ] {
+        assert!(!stdout.contains(secret), "{secret} shown in\n{stdout}");
+    }
+    // Each body is the JSON sent.
+    let bodies: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(bodies.len(), 3);
+    assert_eq!(bodies[0]["msgtype"], "markdown");
+    assert_eq!(bodies[2]["sign"], "****");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_mecha"))
+        .args(["alert", "preview", "--receiver", "nobody", "--payload"])
+        .arg(&payload)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(2));
+}

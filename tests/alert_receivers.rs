@@ -1,0 +1,289 @@
+//! Alert receivers against servers that answer like the WeCom, DingTalk and
+//! Feishu robot APIs (`tests/common/robots.rs`): rate limits, byte limits,
+//! signatures and the platforms' error codes, through the real config
+//! loader and `mecha_aggregator::alert::notify::build_with_metrics`.
+
+#[path = "common/robots.rs"]
+mod robots;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use mecha_aggregator::alert::model::{Alert, AlertStatus, Notification};
+use mecha_aggregator::alert::notify::{Notifier, NotifyError, build_with_metrics};
+use mecha_aggregator::metrics::Metrics;
+use robots::{Platform, Robot};
+
+fn receivers(yaml: &str) -> (HashMap<String, Arc<dyn Notifier>>, Arc<Metrics>) {
+    let text = format!("aggregator:\n  alerting:\n    receivers:\n{yaml}");
+    let config =
+        mecha_config::parse("test.yaml", &text, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    let metrics = Arc::new(Metrics::new().unwrap_or_else(|e| panic!("{e}")));
+    let r = build_with_metrics(&config.aggregator.alerting.receivers, &metrics)
+        .unwrap_or_else(|e| panic!("{e}"));
+    (r, metrics)
+}
+
+fn map(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+/// A firing alert on node `node-{i:03}`, with a Chinese summary and a
+/// description of `description_repeats` sentences.
+fn alert(i: usize, description_repeats: usize) -> Alert {
+    Alert {
+        status: AlertStatus::Firing,
+        labels: map(&[
+            ("alertname", "接口错误率过高".to_string()),
+            ("severity", "critical".to_string()),
+            ("node", format!("node-{i:03}")),
+        ]),
+        annotations: map(&[
+            ("summary", "订单服务接口 5xx 错误率超过 5%".to_string()),
+            (
+                "description",
+                "数据库连接池耗尽，请检查慢查询并扩容。".repeat(description_repeats),
+            ),
+            ("value", "7.5%".to_string()),
+        ]),
+        starts_at: Utc::now() - chrono::Duration::minutes(3),
+        ends_at: Utc
+            .with_ymd_and_hms(1, 1, 1, 0, 0, 0)
+            .single()
+            .unwrap_or_default(),
+        generator_url: String::new(),
+        fingerprint: format!("{i:016x}"),
+    }
+}
+
+fn notification(alerts: Vec<Alert>) -> Notification {
+    Notification {
+        version: "4".into(),
+        group_key: "{}:{alertname=\"接口错误率过高\"}".into(),
+        truncated_alerts: 0,
+        status: AlertStatus::Firing,
+        receiver: "oncall".into(),
+        group_labels: map(&[("alertname", "接口错误率过高".to_string())]),
+        common_labels: map(&[
+            ("alertname", "接口错误率过高".to_string()),
+            ("severity", "critical".to_string()),
+        ]),
+        common_annotations: BTreeMap::new(),
+        external_url: "http://mecha.example".into(),
+        alerts,
+    }
+}
+
+/// The nodes named in messages, and the sum of their "+N more" counts.
+fn represented(texts: &[String]) -> (BTreeSet<String>, usize) {
+    let mut nodes = BTreeSet::new();
+    let mut more = 0;
+    for t in texts {
+        for (at, _) in t.match_indices("node=node-") {
+            nodes.insert(t[at + 5..at + 13].to_string());
+        }
+        for line in t.lines() {
+            let line = line.trim_matches('*');
+            if let Some(n) = line.strip_prefix('+').and_then(|l| l.strip_suffix(" more")) {
+                more += n.parse::<usize>().unwrap_or(0);
+            }
+        }
+    }
+    (nodes, more)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_100_alerts_in_one_period_sends_at_most_20_messages_and_loses_none() {
+    // The platform's "20 a minute" over a 2 s period, so the test does not
+    // wait a minute; the robot enforces the same window.
+    let period = Duration::from_secs(2);
+    let robot = Robot::start(Platform::Wecom, "k1", None, 20, period).await;
+    let (r, _) = receivers(&format!(
+        "      - name: oncall\n        wecom_configs:\n          - url: {}\n            key: k1\n            test_rate_limit_period: 2s\n",
+        robot.url()
+    ));
+    let receiver = Arc::clone(&r["oncall"]);
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let receiver = Arc::clone(&receiver);
+        tasks.push(tokio::spawn(async move {
+            // Spread over one period, as a storm of separate groups.
+            tokio::time::sleep(period * i / 100).await;
+            receiver
+                .notify(&notification(vec![alert(i as usize, 1)]))
+                .await
+        }));
+    }
+    for t in tasks {
+        let result = t.await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(result.is_ok(), "{result:?}");
+    }
+    assert_eq!(robot.refused(), Vec::<(i64, String)>::new());
+    let accepted = robot.accepted();
+    for (i, m) in accepted.iter().enumerate() {
+        let within = accepted[i..]
+            .iter()
+            .filter(|n| n.at.duration_since(m.at) < period)
+            .count();
+        assert!(within <= 20, "{within} messages within one period");
+    }
+    assert!(accepted.len() < 100, "nothing was merged");
+    let texts: Vec<String> = accepted.iter().map(|m| m.text()).collect();
+    let (nodes, more) = represented(&texts);
+    assert_eq!((nodes.len(), more), (100, 0), "alerts lost: {nodes:?}");
+}
+
+async fn a_big_group_fits(message_type: &str, limit: usize) {
+    let robot = Robot::start(Platform::Wecom, "k2", None, 20, Duration::from_secs(60)).await;
+    let (r, _) = receivers(&format!(
+        "      - name: oncall\n        wecom_configs:\n          - url: {}\n            key: k2\n            message_type: {message_type}\n",
+        robot.url()
+    ));
+    let alerts = (0..200).map(|i| alert(i, 12)).collect();
+    let result = r["oncall"].notify(&notification(alerts)).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(robot.refused(), Vec::<(i64, String)>::new());
+    let accepted = robot.accepted();
+    assert!(
+        (1..=3).contains(&accepted.len()),
+        "{} messages",
+        accepted.len()
+    );
+    let texts: Vec<String> = accepted.iter().map(|m| m.text()).collect();
+    for t in &texts {
+        assert!(t.len() <= limit, "{} bytes", t.len());
+        assert!(std::str::from_utf8(t.as_bytes()).is_ok());
+    }
+    let (nodes, more) = represented(&texts);
+    assert!(!nodes.is_empty());
+    assert_eq!(nodes.len() + more, 200, "{nodes:?} + {more} more");
+}
+
+#[tokio::test]
+async fn a_group_of_200_long_chinese_alerts_fits_wecom_markdown_messages() {
+    a_big_group_fits("markdown", 4096).await;
+}
+
+#[tokio::test]
+async fn a_group_of_200_long_chinese_alerts_fits_wecom_text_messages() {
+    a_big_group_fits("text", 2048).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_robot_rate_limit_is_backed_off_and_retried() {
+    // The robot allows 1 message a second, the receiver believes 20: the
+    // second message is refused with 45009 and sent again after backing off.
+    let robot = Robot::start(Platform::Wecom, "k3", None, 1, Duration::from_secs(1)).await;
+    let (r, metrics) = receivers(&format!(
+        "      - name: oncall\n        wecom_configs:\n          - url: {}\n            key: k3\n            test_rate_limit_period: 1s\n",
+        robot.url()
+    ));
+    for i in 0..2 {
+        let result = r["oncall"].notify(&notification(vec![alert(i, 1)])).await;
+        assert!(result.is_ok(), "{result:?}");
+    }
+    assert_eq!(robot.accepted().len(), 2);
+    assert_eq!(
+        robot.refused(),
+        vec![(45009, "api freq out of limit".to_string())]
+    );
+    let text = metrics.render();
+    for line in [
+        "mecha_alert_notifications_total{integration=\"wecom[0]\",outcome=\"success\",receiver=\"oncall\"} 2",
+        "mecha_alert_notifications_total{integration=\"wecom[0]\",outcome=\"retryable_error\",receiver=\"oncall\"} 1",
+        "mecha_alert_notification_duration_seconds_count{integration=\"wecom[0]\",receiver=\"oncall\"} 3",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn signed_dingtalk_and_feishu_messages_are_accepted_with_mentions() {
+    let ding = Robot::start(
+        Platform::Dingtalk,
+        "tok",
+        Some("SECding"),
+        20,
+        Duration::from_secs(60),
+    )
+    .await;
+    let fei = Robot::start(
+        Platform::Feishu,
+        "hook",
+        Some("fsecret"),
+        100,
+        Duration::from_secs(60),
+    )
+    .await;
+    let (r, _) = receivers(&format!(
+        "      - name: oncall\n        dingtalk_configs:\n          - url: {}\n            key: tok\n            secret: SECding\n            mentions: {{ mobiles: ['13800001111'] }}\n        feishu_configs:\n          - url: {}\n            key: hook\n            secret: fsecret\n            mentions: {{ users: [ou_abc] }}\n",
+        ding.url(),
+        fei.url()
+    ));
+    let result = r["oncall"].notify(&notification(vec![alert(1, 1)])).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(ding.refused(), Vec::<(i64, String)>::new());
+    assert_eq!(fei.refused(), Vec::<(i64, String)>::new());
+    let d = &ding.accepted()[0];
+    assert_eq!(d.body["at"]["atMobiles"][0], "13800001111");
+    assert!(d.text().contains("@13800001111"), "{}", d.text());
+    assert!(d.text().contains("接口错误率过高"));
+    let f = &fei.accepted()[0];
+    assert_eq!(f.body["msg_type"], "interactive");
+    assert_eq!(f.body["card"]["header"]["template"], "red");
+    assert!(f.text().contains("<at id=ou_abc></at>"), "{}", f.text());
+}
+
+#[tokio::test]
+async fn bad_keys_and_signatures_fail_permanently_and_mark_the_receiver_failing() {
+    let wecom = Robot::start(Platform::Wecom, "right", None, 20, Duration::from_secs(60)).await;
+    let ding = Robot::start(
+        Platform::Dingtalk,
+        "tok",
+        Some("SECright"),
+        20,
+        Duration::from_secs(60),
+    )
+    .await;
+    let fei = Robot::start(
+        Platform::Feishu,
+        "hook",
+        Some("right"),
+        100,
+        Duration::from_secs(60),
+    )
+    .await;
+    let (r, metrics) = receivers(&format!(
+        "      - name: bad\n        wecom_configs:\n          - url: {}\n            key: wrong\n        dingtalk_configs:\n          - url: {}\n            key: tok\n            secret: SECwrong\n        feishu_configs:\n          - url: {}\n            key: hook\n            secret: wrong\n",
+        wecom.url(),
+        ding.url(),
+        fei.url()
+    ));
+    let result = r["bad"].notify(&notification(vec![alert(1, 1)])).await;
+    let Err(NotifyError::Permanent { reason, .. }) = result else {
+        panic!("expected a permanent error, got {result:?}");
+    };
+    for code in ["errcode 93000", "errcode 310000", "code 19021"] {
+        assert!(reason.contains(code), "{code} missing from {reason}");
+    }
+    assert!(!reason.contains("wrong"), "a secret in {reason}");
+    assert_eq!(wecom.refused()[0].0, 93000);
+    assert_eq!(ding.refused()[0].0, 310000);
+    assert_eq!(fei.refused()[0].0, 19021);
+    let text = metrics.render();
+    for integration in ["wecom[0]", "dingtalk[0]", "feishu[0]"] {
+        let line = format!(
+            "mecha_alert_receiver_failing{{integration=\"{integration}\",receiver=\"bad\"}} 1"
+        );
+        assert!(text.contains(&line), "{line} missing from\n{text}");
+        let line = format!(
+            "mecha_alert_notifications_total{{integration=\"{integration}\",outcome=\"permanent_error\",receiver=\"bad\"}} 1"
+        );
+        assert!(text.contains(&line), "{line} missing from\n{text}");
+    }
+}
