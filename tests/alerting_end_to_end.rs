@@ -178,10 +178,7 @@ fn an_error_burst_reaches_the_wecom_group_and_its_end_sends_the_resolve() {
         .unwrap_or(false);
     assert!(listed, "{alerts}");
     let rules = get_json(&format!("http://{http}/api/v1/rules"));
-    assert!(
-        rules.to_string().contains("CheckoutErrorBurst"),
-        "{rules}"
-    );
+    assert!(rules.to_string().contains("CheckoutErrorBurst"), "{rules}");
 
     // The burst leaves the 6 s window: the rule resolves, and the receiver
     // (send_resolved) gets the resolved message.

@@ -21,6 +21,10 @@ mod values;
 pub use alerting::AlertingConfig;
 pub use error::ConfigError;
 pub use kubernetes::{DEFAULT_POD_LABELS, KubeEnabled, KubernetesConfig};
+pub use receivers::{
+    BasicAuthConfig, ChatConfig, ChatKind, MentionsConfig, ReceiverConfig, Secret, TemplateText,
+    WebhookConfig, is_mobile, read_secret,
+};
 pub use route::{
     DEFAULT_GROUP_INTERVAL, DEFAULT_GROUP_WAIT, DEFAULT_REPEAT_INTERVAL, GroupBy,
     InhibitRuleConfig, MatchOp, Matcher, RouteConfig, matches_all, parse_matchers,
@@ -28,10 +32,6 @@ pub use route::{
 pub use rules::{
     DEFAULT_ISSUE_WINDOW, ErrorTrigger, OneOrMany, RatePer, RuleConfig, RuleKind, is_label_name,
     label_for_field,
-};
-pub use receivers::{
-    BasicAuthConfig, ChatConfig, ChatKind, MentionsConfig, ReceiverConfig, Secret, TemplateText,
-    WebhookConfig, is_mobile, read_secret,
 };
 pub use schema::*;
 pub use sentry::{

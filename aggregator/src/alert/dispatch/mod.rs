@@ -30,7 +30,7 @@ use tokio::task::JoinSet;
 
 use crate::Error;
 use crate::alert::AlertSink;
-use crate::alert::model::{Alert, AlertStatus, Labels};
+use crate::alert::model::{Alert, AlertStatus};
 use crate::alert::notify::Notifier;
 use crate::metrics::{DiscardReason, Metrics};
 
