@@ -280,16 +280,24 @@ impl BufferReader {
     /// Cancel-safe like [`BufferReader::next`].
     pub async fn try_next(&self) -> Result<Option<Record>, BufferError> {
         loop {
-            let ready = match self.cursor.try_lock() {
-                // What this process appended a moment ago is still in the
-                // page cache: reading it is a copy of a few microseconds,
-                // cheaper than the trip to a blocking thread and back.
-                Ok(mut cursor) if cursor.reads_recent(&self.shared.segs, RECENT_READ_BYTES) => {
-                    let ready = cursor.fill(&self.shared.segs);
-                    self.shared.publish_space();
-                    ready?
+            // What this process appended a moment ago is still in the page
+            // cache: reading it is a copy of a few microseconds, cheaper
+            // than the trip to a blocking thread and back.
+            let recent = {
+                let mut cursor = self.cursor.try_lock().ok();
+                match cursor.as_mut() {
+                    Some(c) if c.reads_recent(&self.shared.segs, RECENT_READ_BYTES) => {
+                        let ready = c.fill(&self.shared.segs);
+                        self.shared.publish_space();
+                        Some(ready)
+                    }
+                    _ => None,
                 }
-                _ => {
+                // The lock goes here: the blocking read below takes it.
+            };
+            let ready = match recent {
+                Some(ready) => ready?,
+                None => {
                     let cursor = self.cursor.clone();
                     let shared = self.shared.clone();
                     blocking(move || {
