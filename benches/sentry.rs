@@ -17,7 +17,9 @@
 //! `MECHA_BENCH_ROUNDS` to run them alternately that many times; each line
 //! names its binary. `MECHA_BENCH_PERF=1` also counts, with `perf stat` on
 //! the agent, context switches and `fdatasync`/`write`/`pread64` calls per
-//! event.
+//! event; `MECHA_BENCH_PERF=record` instead samples the agent's stacks into
+//! `sentry-<round>-<binary>.perf.data` in the working directory, for
+//! `perf report`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -74,7 +76,7 @@ fn main() {
     let total = env_u64("MECHA_BENCH_EVENTS", 200_000);
     let clients = env_u64("MECHA_BENCH_CLIENTS", 64).max(1);
     let rounds = env_u64("MECHA_BENCH_ROUNDS", 1).max(1);
-    let perf = std::env::var("MECHA_BENCH_PERF").is_ok_and(|v| v == "1");
+    let perf = std::env::var("MECHA_BENCH_PERF").unwrap_or_default();
     let bins: Vec<String> = match std::env::var("MECHA_BENCH_BIN") {
         Ok(list) if !list.is_empty() => list.split(':').map(str::to_string).collect(),
         _ => vec![env!("CARGO_BIN_EXE_mecha").to_string()],
@@ -136,7 +138,8 @@ fn main() {
             if bins.len() > 1 || rounds > 1 {
                 println!("round {round}: {bin}");
             }
-            if let Err(e) = run.once(Path::new(bin), &data) {
+            let record = format!("sentry-{round}-{i}.perf.data");
+            if let Err(e) = run.once(Path::new(bin), &data, Path::new(&record)) {
                 eprintln!("sentry bench: {bin}: {e}");
             }
             let _ = std::fs::remove_dir_all(&data);
@@ -153,7 +156,8 @@ struct Run<'a> {
     bodies: &'a Arc<Vec<Vec<u8>>>,
     total: u64,
     clients: u64,
-    perf: bool,
+    /// `1` to count syscalls, `record` to sample stacks.
+    perf: String,
 }
 
 /// `perf stat` attached to the agent for the measured part of a run.
@@ -171,13 +175,19 @@ const PERF_EVENTS: [(&str, &str); 4] = [
 ];
 
 impl PerfStat {
-    fn start(pid: u32, dir: &Path) -> Option<PerfStat> {
+    fn start(pid: u32, dir: &Path, record: Option<&Path>) -> Option<PerfStat> {
         let out = dir.join("perf-stat.csv");
         let events: Vec<&str> = PERF_EVENTS.iter().map(|(e, _)| *e).collect();
-        let child = Command::new("perf")
-            .args(["stat", "-x", ",", "-o"])
-            .arg(&out)
-            .args(["-e", &events.join(","), "-p", &pid.to_string()])
+        let mut perf = Command::new("perf");
+        match record {
+            Some(to) => perf.args(["record", "-g", "-F", "499", "-o"]).arg(to),
+            None => perf
+                .args(["stat", "-x", ",", "-o"])
+                .arg(&out)
+                .args(["-e", &events.join(",")]),
+        };
+        let child = perf
+            .args(["-p", &pid.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -210,12 +220,15 @@ impl PerfStat {
                 parts.push(format!("{label} {:.3}", n / events.max(1) as f64));
             }
         }
+        if parts.is_empty() {
+            return "stacks sampled (perf report -i <file>)".into();
+        }
         format!("per event: {}", parts.join("  "))
     }
 }
 
 impl Run<'_> {
-    fn once(&self, bin: &Path, data: &Path) -> Result<(), String> {
+    fn once(&self, bin: &Path, data: &Path, record: &Path) -> Result<(), String> {
         let (total, clients) = (self.total, self.clients);
         let child = Command::new(bin)
             .arg("agent")
@@ -252,10 +265,10 @@ impl Run<'_> {
             std::thread::sleep(Duration::from_millis(50));
         };
         let url = format!("http://{sentry}/api/1/envelope/");
-        let stat = if self.perf {
-            PerfStat::start(pid, data)
-        } else {
-            None
+        let stat = match self.perf.as_str() {
+            "1" => PerfStat::start(pid, data, None),
+            "record" => PerfStat::start(pid, data, Some(record)),
+            _ => None,
         };
         let base = self.count.load(Ordering::SeqCst);
 
