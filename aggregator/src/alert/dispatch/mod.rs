@@ -449,7 +449,9 @@ impl Dispatcher {
     /// Stops every group task and waits for them (pending notifications
     /// are not sent; the notification log keeps what was).
     pub async fn shutdown(&self) {
-        let _ = self.shared.stop.send(true);
+        // send_replace: a task not yet polled has not subscribed, and `send`
+        // would leave the value unchanged with no receiver to see it.
+        self.shared.stop.send_replace(true);
         let mut tasks =
             std::mem::take(&mut *self.shared.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         while tasks.join_next().await.is_some() {}
