@@ -722,6 +722,43 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
         .map(|s| Duration::from_secs(s.min(600)))
 }
 
+/// Judges a `{"errcode", "errmsg"}` answer (WeCom and DingTalk robots):
+/// 0 is delivered, `rate_limit` backs off, -1 ("system busy") retries,
+/// `permanent.0` is permanent with the reason `permanent.1`, any other code
+/// is permanent as the platform wrote it.
+pub(crate) fn classify_errcode(
+    status: u16,
+    retry_after: Option<Duration>,
+    body: &str,
+    rate_limit: i64,
+    permanent: (i64, &str),
+) -> Result<(), Failure> {
+    if let Some(r) = classify_status(status, retry_after, body) {
+        return r;
+    }
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let Some(code) = v.get("errcode").and_then(Value::as_i64) else {
+        return Err(Failure::Permanent(format!(
+            "http {status}: expected a JSON body with errcode, found {:?}",
+            split::truncate(body, 200)
+        )));
+    };
+    let msg = v.get("errmsg").and_then(Value::as_str).unwrap_or_default();
+    match code {
+        0 => Ok(()),
+        c if c == rate_limit => Err(Failure::RateLimited {
+            reason: format!("errcode {code}: {msg}"),
+            retry_after,
+        }),
+        c if c == permanent.0 => Err(Failure::Permanent(format!(
+            "errcode {code}: {}: {msg}",
+            permanent.1
+        ))),
+        -1 => Err(Failure::Retryable(format!("errcode {code}: {msg}"))),
+        _ => Err(Failure::Permanent(format!("errcode {code}: {msg}"))),
+    }
+}
+
 /// Judges an HTTP status before the platform's body is read: `None` when
 /// the body decides.
 pub(crate) fn classify_status(

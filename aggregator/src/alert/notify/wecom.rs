@@ -88,30 +88,13 @@ pub fn body(text: bool, m: &Outgoing) -> Value {
 
 /// Judges the answer.
 pub fn classify(status: u16, retry_after: Option<Duration>, body: &str) -> Result<(), Failure> {
-    if let Some(r) = super::classify_status(status, retry_after, body) {
-        return r;
-    }
-    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-    let Some(code) = v.get("errcode").and_then(Value::as_i64) else {
-        return Err(Failure::Permanent(format!(
-            "http {status}: expected a JSON body with errcode, found {:?}",
-            super::split::truncate(body, 200)
-        )));
-    };
-    let msg = v.get("errmsg").and_then(Value::as_str).unwrap_or_default();
-    match code {
-        0 => Ok(()),
-        ERR_RATE_LIMIT => Err(Failure::RateLimited {
-            reason: format!("errcode {code}: {msg}"),
-            retry_after,
-        }),
-        ERR_INVALID_KEY => Err(Failure::Permanent(format!(
-            "errcode {code}: invalid robot key: {msg}"
-        ))),
-        // "system busy"
-        -1 => Err(Failure::Retryable(format!("errcode {code}: {msg}"))),
-        _ => Err(Failure::Permanent(format!("errcode {code}: {msg}"))),
-    }
+    super::classify_errcode(
+        status,
+        retry_after,
+        body,
+        ERR_RATE_LIMIT,
+        (ERR_INVALID_KEY, "invalid robot key"),
+    )
 }
 
 #[cfg(test)]
