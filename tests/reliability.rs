@@ -34,7 +34,7 @@ const MAX_DRAIN: Duration = Duration::from_secs(900);
 
 /// The temp dir of one test: log files, the two data dirs and the process logs.
 struct Rig {
-    _tmp: tempfile::TempDir,
+    tmp: Option<tempfile::TempDir>,
     logs: PathBuf,
     agg_dir: PathBuf,
     agent_dir: PathBuf,
@@ -54,7 +54,7 @@ impl Rig {
             agent_dir: root.join("agent"),
             agg_log: root.join("aggregator.log"),
             agent_log: root.join("agent.log"),
-            _tmp: tmp,
+            tmp: Some(tmp),
         }
     }
 
@@ -95,6 +95,17 @@ impl Rig {
             rate,
             rotation,
         })
+    }
+}
+
+/// With `MECHA_RELIABILITY_KEEP=1`, a failed test leaves its directory (log
+/// files, both data dirs, process logs) behind for a post-mortem.
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let keep = std::env::var("MECHA_RELIABILITY_KEEP").is_ok_and(|v| v == "1");
+        if let Some(tmp) = self.tmp.take().filter(|_| keep && std::thread::panicking()) {
+            eprintln!("kept the test directory {}", tmp.keep().display());
+        }
     }
 }
 

@@ -342,7 +342,6 @@ fn write_all(spec: &WriterSpec, progress: &AtomicU64, stop: &AtomicBool) -> Writ
     let mut deleted = 0;
     let started = Instant::now();
     let mut written = 0u64;
-    let mut next = 0usize;
     let mut buf = String::new();
     while written < spec.lines && !stop.load(Ordering::Relaxed) {
         let due = ((started.elapsed().as_secs_f64() * spec.rate as f64) as u64).min(spec.lines);
@@ -355,8 +354,14 @@ fn write_all(spec: &WriterSpec, progress: &AtomicU64, stop: &AtomicBool) -> Writ
         let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
         while written < due {
             let n = (due - written).min(LINES_PER_WRITE);
-            let i = next % targets.len();
-            next += 1;
+            // The file furthest behind gets the write (the first of them on a
+            // tie, so an idle writer still goes round-robin): a writer that
+            // falls behind catches up in big writes, and taking turns would
+            // hand them to some files only, which then rotate while others
+            // never reach the rotation size.
+            let i = (0..targets.len())
+                .min_by_key(|&k| (targets[k].next_seq, k))
+                .unwrap_or(0);
             let t = &mut targets[i];
             buf.clear();
             for _ in 0..n {

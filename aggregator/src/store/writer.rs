@@ -8,10 +8,12 @@
 //! A mark is not a single offset but a [`Seen`] set: batches of one stream may
 //! arrive out of order (an agent has two in flight, and after an outage their
 //! retries land in any order), and a single "largest offset" would then take
-//! the earlier batch's records for replays and drop them. Each batch covers a
+//! the earlier batch's records for replays and drop them. A batch covers one
 //! contiguous range of its stream (sources cut chunks in order and the
-//! forwarder joins consecutive ones), so `Seen` keeps those ranges and folds the
-//! oldest into a plain low mark beyond [`MAX_RUNS`]. Keying by
+//! forwarder joins consecutive ones), or, after an agent restart, two: the
+//! replay of its buffer and then its re-read from the checkpoint, which starts
+//! lower. `Seen` keeps those ranges and folds the oldest into a plain low mark
+//! beyond [`MAX_RUNS`]. Keying by
 //! day as well as by stream matters when one batch spans two days: if only one
 //! day's commit lands before a crash, the other day's records are not wrongly
 //! taken for duplicates on replay.
@@ -98,6 +100,13 @@ impl Seen {
         }
     }
 }
+
+/// The ascending runs `(first, last)` of one stream's offsets in a batch.
+type Runs = Vec<(u64, u64)>;
+
+/// Ascending runs kept per stream within one batch (an agent's batch has one,
+/// or two after a restart); bounds the repeat check of a hostile batch.
+const MAX_BATCH_RUNS: usize = 64;
 
 /// Memory budget of one day's index writer (tantivy's minimum is 15 MB).
 const WRITER_HEAP_BYTES: usize = 48 * 1024 * 1024;
@@ -349,8 +358,11 @@ impl Writer {
         let now = (self.clock)();
         let oldest = days::oldest_kept(days::day_of(now), self.retention_days);
         let mut outcome = IngestOutcome::default();
-        // The range of each (day, stream) this batch covers, replays included.
-        let mut covered: HashMap<(NaiveDate, Arc<str>), (u64, u64)> = HashMap::new();
+        // The offsets of each (day, stream) this batch covers, replays
+        // included, as ascending runs: a stream's records rise within a
+        // chunk, but a batch may go back, as when an agent restarted and its
+        // re-read from the checkpoint follows the replay of its buffer.
+        let mut covered: HashMap<(NaiveDate, Arc<str>), Runs> = HashMap::new();
         for record in records {
             let ts = days::effective_ns(record.timestamp_ns, record.observed_ns, now);
             let day = days::day_of(ts);
@@ -360,13 +372,23 @@ impl Writer {
             }
             if let Some(pos) = &record.position {
                 let o = pos.offset;
-                let key = (day, pos.stream.clone());
-                // Offsets rise within a stream's part of a batch; one that does
-                // not is a repeat inside the batch.
-                let repeat = covered.get(&key).is_some_and(|&(_, last)| o <= last);
-                let range = covered.entry(key).or_insert((o, o));
-                range.0 = range.0.min(o);
-                range.1 = range.1.max(o);
+                let runs = covered.entry((day, pos.stream.clone())).or_default();
+                // A repeat inside the batch is an offset an earlier run of it
+                // holds, not merely one below the highest so far: the records
+                // of a re-read that sit below a replayed chunk are new unless
+                // the batch carries them twice. Taking them for repeats would
+                // claim them seen, and their first copy, in a batch that
+                // arrives later, would then be dropped too.
+                let repeat = runs.iter().any(|&(a, b)| a <= o && o <= b);
+                let full = runs.len() >= MAX_BATCH_RUNS;
+                match runs.last_mut() {
+                    Some(run) if o > run.1 => run.1 = o,
+                    // Past the cap (only a sender going back and forth gets
+                    // there) a record claims nothing: a later copy of it may
+                    // be indexed again, but nothing is taken for seen unseen.
+                    _ if full => {}
+                    _ => runs.push((o, o)),
+                }
                 let seen = self
                     .pending_hwm(day)
                     .get(&*pos.stream)
@@ -383,11 +405,11 @@ impl Writer {
             *self.uncommitted.entry(day).or_default() += 1;
             outcome.accepted += 1;
         }
-        for ((day, stream), (first, last)) in covered {
-            self.pending_hwm(day)
-                .entry(stream.to_string())
-                .or_default()
-                .insert(first, last);
+        for ((day, stream), runs) in covered {
+            let seen = self.pending_hwm(day).entry(stream.to_string()).or_default();
+            for (first, last) in runs {
+                seen.insert(first, last);
+            }
         }
         self.metrics
             .duplicate_records
@@ -654,6 +676,40 @@ mod tests {
         let o = writer.write_batches(vec![vec![line()]]).unwrap();
         assert_eq!(o[0].duplicates, 1);
         assert_eq!(total(&store, "positioned", t), 1);
+    }
+
+    /// An agent restarted: its batch replays a buffered chunk of lines 3..=4
+    /// and then its re-read from the checkpoint, lines 1..=4, while the
+    /// earlier batch with lines 1..=2 is still in flight and lands after it.
+    /// Every line is indexed once: lines 1..=2 of the re-read are new here,
+    /// and their first copy is then the duplicate.
+    #[test]
+    fn a_reread_below_a_replayed_chunk_is_new_and_its_late_first_copy_a_duplicate() {
+        let dir = tempdir();
+        let (store, mut writer) = open_store(dir.path());
+        let t = today_start_ns() + HOUR_NS;
+        let line = |n: u64| {
+            at(
+                record(t, Severity::Info, "a", &format!("line{n}")),
+                "f",
+                n * 100,
+            )
+        };
+        let replay_then_reread = vec![line(3), line(4), line(1), line(2), line(3), line(4)];
+        let in_flight = vec![line(1), line(2)];
+        let o = writer
+            .write_batches(vec![replay_then_reread, in_flight])
+            .unwrap();
+        assert_eq!((o[0].accepted, o[0].duplicates), (4, 2));
+        assert_eq!((o[1].accepted, o[1].duplicates), (0, 2));
+        for n in 1..=4 {
+            assert_eq!(total(&store, &format!("line{n}"), t), 1, "line {n}");
+        }
+        // The marks hold the whole range now: a replay of it all is dropped.
+        let o = writer
+            .write_batches(vec![(1..=4).map(line).collect()])
+            .unwrap();
+        assert_eq!((o[0].accepted, o[0].duplicates), (0, 4));
     }
 
     #[test]

@@ -336,6 +336,7 @@ impl Tailer {
         f.reader = LineReader::new(offset, self.cfg.max_line_bytes);
         f.decoder = Some(Decoder::new(self.ctx.clone(), stream, &f.path, offset));
         let path = f.path.clone();
+        tracing::debug!(path = %path.display(), stream = %fp, offset, checkpoint = ?known, "tail: reading file");
         self.book().register(&fp, &path, offset);
     }
 
