@@ -10,6 +10,16 @@
 //! `cargo bench --bench sentry` (200,000 events from 64 clients by default;
 //! set `MECHA_BENCH_EVENTS` and `MECHA_BENCH_CLIENTS` to change, and
 //! `MECHA_BENCH_BUFFER=memory` to leave the disk buffer out).
+//!
+//! To compare two builds in one run (the machine's load changes between
+//! runs), set `MECHA_BENCH_BIN` to a colon-separated list of `mecha`
+//! binaries (e.g. a copy of the baseline and the new one) and
+//! `MECHA_BENCH_ROUNDS` to run them alternately that many times; each line
+//! names its binary. `MECHA_BENCH_PERF=1` also counts, with `perf stat` on
+//! the agent, context switches and `fdatasync`/`write`/`pread64` calls per
+//! event; `MECHA_BENCH_PERF=record` instead samples the agent's stacks into
+//! `sentry-<round>-<binary>.perf.data` in the working directory, for
+//! `perf report`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -65,6 +75,12 @@ fn main() {
     }
     let total = env_u64("MECHA_BENCH_EVENTS", 200_000);
     let clients = env_u64("MECHA_BENCH_CLIENTS", 64).max(1);
+    let rounds = env_u64("MECHA_BENCH_ROUNDS", 1).max(1);
+    let perf = std::env::var("MECHA_BENCH_PERF").unwrap_or_default();
+    let bins: Vec<String> = match std::env::var("MECHA_BENCH_BIN") {
+        Ok(list) if !list.is_empty() => list.split(':').map(str::to_string).collect(),
+        _ => vec![env!("CARGO_BIN_EXE_mecha").to_string()],
+    };
     let tmp = match tempfile::tempdir() {
         Ok(t) => t,
         Err(e) => return eprintln!("sentry bench: tempdir: {e}"),
@@ -83,7 +99,7 @@ fn main() {
         s.len()
     };
     println!(
-        "sentry: {total} events from {clients} clients, {raw_len} bytes of envelope, {} gzipped",
+        "sentry: {total} events from {clients} clients, {raw_len} bytes of envelope, {} gzipped, {buffer} buffer",
         bodies[0].len()
     );
 
@@ -106,125 +122,242 @@ fn main() {
             .add_service(svc)
             .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true))),
     );
-
-    let data = tmp.path().join("data");
-    let child = Command::new(env!("CARGO_BIN_EXE_mecha"))
-        .arg("agent")
-        .arg("--config")
-        .arg(&cfg)
-        .args([
-            "--admin",
-            "127.0.0.1:0",
-            "--sentry",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .arg("--forward")
-        .arg(format!("http://{sink}"))
-        .env("MECHA_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => return eprintln!("sentry bench: starting mecha: {e}"),
+    let run = Run {
+        rt: &rt,
+        cfg: &cfg,
+        sink,
+        count: &count,
+        bodies: &bodies,
+        total,
+        clients,
+        perf,
     };
-    let pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let sentry = loop {
-        let found = std::fs::read(data.join("listeners.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|v| v.get("sentry")?.as_str().map(str::to_string));
-        if let Some(a) = found {
-            break a;
+    for round in 0..rounds {
+        for (i, bin) in bins.iter().enumerate() {
+            let data = tmp.path().join(format!("data-{round}-{i}"));
+            if bins.len() > 1 || rounds > 1 {
+                println!("round {round}: {bin}");
+            }
+            let record = format!("sentry-{round}-{i}.perf.data");
+            if let Err(e) = run.once(Path::new(bin), &data, Path::new(&record)) {
+                eprintln!("sentry bench: {bin}: {e}");
+            }
+            let _ = std::fs::remove_dir_all(&data);
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            return eprintln!("sentry bench: the agent did not start");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let url = format!("http://{sentry}/api/1/envelope/");
+    }
+}
 
-    let (cpu0, _) = proc_usage(pid);
-    let started = Instant::now();
-    let next = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let latencies = rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(clients as usize)
-            .build()
-            .unwrap_or_default();
-        let mut tasks = Vec::new();
-        for _ in 0..clients {
-            let (client, url, bodies, next, failed) =
-                (client.clone(), url.clone(), bodies.clone(), next.clone(), failed.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut lat = Vec::new();
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= total {
-                        break lat;
-                    }
-                    let body = bodies[(n % bodies.len() as u64) as usize].clone();
-                    let t = Instant::now();
-                    let ok = client
-                        .post(&url)
-                        .header("content-encoding", "gzip")
-                        .header("content-type", "application/x-sentry-envelope")
-                        .header("x-sentry-auth", "Sentry sentry_key=benchkey, sentry_version=7, sentry_client=sentry.python/2.19.0")
-                        .body(body)
-                        .send()
-                        .await
-                        .map(|r| r.status().is_success())
-                        .unwrap_or(false);
-                    if ok {
-                        lat.push(t.elapsed());
-                    } else {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }));
+/// What every measured run shares.
+struct Run<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    cfg: &'a Path,
+    sink: SocketAddr,
+    count: &'a Arc<AtomicU64>,
+    bodies: &'a Arc<Vec<Vec<u8>>>,
+    total: u64,
+    clients: u64,
+    /// `1` to count syscalls, `record` to sample stacks.
+    perf: String,
+}
+
+/// `perf stat` attached to the agent for the measured part of a run.
+struct PerfStat {
+    child: std::process::Child,
+    out: std::path::PathBuf,
+}
+
+/// What `perf stat` counts, with the label it is printed under.
+const PERF_EVENTS: [(&str, &str); 4] = [
+    ("context-switches", "ctx switches"),
+    ("syscalls:sys_enter_fdatasync", "fdatasync"),
+    ("syscalls:sys_enter_write", "write"),
+    ("syscalls:sys_enter_pread64", "pread64"),
+];
+
+impl PerfStat {
+    fn start(pid: u32, dir: &Path, record: Option<&Path>) -> Option<PerfStat> {
+        let out = dir.join("perf-stat.csv");
+        let events: Vec<&str> = PERF_EVENTS.iter().map(|(e, _)| *e).collect();
+        let mut perf = Command::new("perf");
+        match record {
+            Some(to) => perf.args(["record", "-g", "-F", "499", "-o"]).arg(to),
+            None => perf
+                .args(["stat", "-x", ",", "-o"])
+                .arg(&out)
+                .args(["-e", &events.join(",")]),
+        };
+        let child = perf
+            .args(["-p", &pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| eprintln!("sentry bench: perf stat: {e}"))
+            .ok()?;
+        // perf needs a moment to attach before the load starts.
+        std::thread::sleep(Duration::from_millis(300));
+        Some(PerfStat { child, out })
+    }
+
+    /// Stops counting; each event's count per accepted event.
+    fn finish(mut self, events: u64) -> String {
+        #[allow(unsafe_code)]
+        // SAFETY: kill(2) on the pid of a child we spawned and still own.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGINT);
         }
-        let mut all = Vec::new();
-        for t in tasks {
-            if let Ok(l) = t.await {
-                all.extend(l);
+        let _ = self.child.wait();
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        let mut parts = Vec::new();
+        for line in text.lines() {
+            let f: Vec<&str> = line.split(',').collect();
+            let (Some(n), Some(name)) = (f.first(), f.get(2)) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<f64>() else {
+                continue;
+            };
+            if let Some((_, label)) = PERF_EVENTS.iter().find(|(e, _)| e == name) {
+                parts.push(format!("{label} {:.3}", n / events.max(1) as f64));
             }
         }
-        all
-    });
-    let secs = started.elapsed().as_secs_f64();
-    let (cpu1, rss) = proc_usage(pid);
-    let cpu = cpu1 - cpu0;
-    // Everything answered 200 was fsynced; wait for the sink to have it all.
-    let accepted = latencies.len() as u64;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while count.load(Ordering::SeqCst) < accepted && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
+        if parts.is_empty() {
+            return "stacks sampled (perf report -i <file>)".into();
+        }
+        format!("per event: {}", parts.join("  "))
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    let mut lat = latencies;
-    lat.sort();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .map(|d| d.as_secs_f64() * 1e3)
-            .unwrap_or(0.0)
-    };
-    println!(
-        "agent: {:8.0} events/s wall  {:6.2} CPU-s  {:8.0} events/s per core  p50 {:.1} ms  p99 {:.1} ms  peak RSS {:.1} MiB",
-        accepted as f64 / secs,
-        cpu,
-        accepted as f64 / cpu.max(1e-9),
-        pct(0.5),
-        pct(0.99),
-        rss as f64 / 1024.0
-    );
-    println!(
-        "       {accepted} answered 200, {} failed, {} records at the sink",
-        failed.load(Ordering::Relaxed),
-        count.load(Ordering::SeqCst)
-    );
+}
+
+impl Run<'_> {
+    fn once(&self, bin: &Path, data: &Path, record: &Path) -> Result<(), String> {
+        let (total, clients) = (self.total, self.clients);
+        let child = Command::new(bin)
+            .arg("agent")
+            .arg("--config")
+            .arg(self.cfg)
+            .args([
+                "--admin",
+                "127.0.0.1:0",
+                "--sentry",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data)
+            .arg("--forward")
+            .arg(format!("http://{}", self.sink))
+            .env("MECHA_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn();
+        let mut child = child.map_err(|e| format!("starting mecha: {e}"))?;
+        let pid = child.id();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let sentry = loop {
+            let found = std::fs::read(data.join("listeners.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v.get("sentry")?.as_str().map(str::to_string));
+            if let Some(a) = found {
+                break a;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err("the agent did not start".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let url = format!("http://{sentry}/api/1/envelope/");
+        let stat = match self.perf.as_str() {
+            "1" => PerfStat::start(pid, data, None),
+            "record" => PerfStat::start(pid, data, Some(record)),
+            _ => None,
+        };
+        let base = self.count.load(Ordering::SeqCst);
+
+        let (cpu0, _) = proc_usage(pid);
+        let started = Instant::now();
+        let next = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let bodies = self.bodies;
+        let latencies = self.rt.block_on(async {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(clients as usize)
+                .build()
+                .unwrap_or_default();
+            let mut tasks = Vec::new();
+            for _ in 0..clients {
+                let (client, url, bodies, next, failed) =
+                    (client.clone(), url.clone(), bodies.clone(), next.clone(), failed.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut lat = Vec::new();
+                    loop {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        if n >= total {
+                            break lat;
+                        }
+                        let body = bodies[(n % bodies.len() as u64) as usize].clone();
+                        let t = Instant::now();
+                        let ok = client
+                            .post(&url)
+                            .header("content-encoding", "gzip")
+                            .header("content-type", "application/x-sentry-envelope")
+                            .header("x-sentry-auth", "Sentry sentry_key=benchkey, sentry_version=7, sentry_client=sentry.python/2.19.0")
+                            .body(body)
+                            .send()
+                            .await
+                            .map(|r| r.status().is_success())
+                            .unwrap_or(false);
+                        if ok {
+                            lat.push(t.elapsed());
+                        } else {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }));
+            }
+            let mut all = Vec::new();
+            for t in tasks {
+                if let Ok(l) = t.await {
+                    all.extend(l);
+                }
+            }
+            all
+        });
+        let secs = started.elapsed().as_secs_f64();
+        let (cpu1, rss) = proc_usage(pid);
+        let cpu = cpu1 - cpu0;
+        // Everything answered 200 was fsynced; wait for the sink to have it all.
+        let accepted = latencies.len() as u64;
+        let counters = stat.map(|s| s.finish(accepted));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.count.load(Ordering::SeqCst) - base < accepted && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let mut lat = latencies;
+        lat.sort();
+        let pct = |p: f64| {
+            lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+                .map(|d| d.as_secs_f64() * 1e3)
+                .unwrap_or(0.0)
+        };
+        println!(
+            "agent: {:8.0} events/s wall  {:6.2} CPU-s  {:8.0} events/s per core  {:5.1} us CPU/event  p50 {:.1} ms  p99 {:.1} ms  peak RSS {:.1} MiB",
+            accepted as f64 / secs,
+            cpu,
+            accepted as f64 / cpu.max(1e-9),
+            cpu * 1e6 / accepted.max(1) as f64,
+            pct(0.5),
+            pct(0.99),
+            rss as f64 / 1024.0
+        );
+        if let Some(c) = counters {
+            println!("       {c}");
+        }
+        println!(
+            "       {accepted} answered 200, {} failed, {} records at the sink",
+            failed.load(Ordering::Relaxed),
+            self.count.load(Ordering::SeqCst) - base
+        );
+        Ok(())
+    }
 }

@@ -180,8 +180,19 @@ fn decode(payload: Vec<u8>) -> (usize, ChunkEncoding, usize, Bytes) {
     }
 }
 
+/// Chunks waiting to be acknowledged to their sources, by sequence number.
+type Pending = VecDeque<(u64, Option<pipeline::AckFn>)>;
+
 /// The writer: appends chunks and acknowledges them to their sources once
 /// durable, in order.
+///
+/// Whatever chunks are queued when it turns to the input are appended as one
+/// group, in one blocking call; when a client waits for any of them (a
+/// Sentry SDK), that call also fsyncs the group, and the chunks are
+/// acknowledged as soon as it returns. While that fsync runs, the next
+/// chunks queue up and form the next group: a group commit whose groups grow
+/// with the load, with no timer, so that an idle endpoint answers after one
+/// write and one fsync.
 async fn write(
     buffer: DiskBuffer,
     mut input: Input,
@@ -191,7 +202,7 @@ async fn write(
 ) {
     let mut durable = buffer.durable();
     // Only the acknowledgements wait for fsync; the records are in the buffer.
-    let mut pending: VecDeque<(u64, Option<pipeline::AckFn>)> = VecDeque::new();
+    let mut pending: Pending = VecDeque::new();
     let mut payload = Vec::new();
     loop {
         let chunk = tokio::select! {
@@ -209,85 +220,155 @@ async fn write(
         let Some(chunk) = chunk else {
             break; // every source has stopped
         };
-        encode(&chunk, &mut payload);
-        let mut delay = Duration::from_millis(100);
-        loop {
-            let appended = tokio::select! {
-                r = buffer.append(&payload) => r,
-                _ = async {
-                    shutdown.cancelled().await;
-                    tokio::time::sleep(SHUTDOWN_GRACE).await;
-                } => {
-                    // Full, or failing, at shutdown: the chunk stays unacknowledged
-                    // and its lines are read again after restart.
-                    tracing::warn!("buffer: gave up a chunk at shutdown; it will be read again");
-                    return finish(&buffer, pending, &mut durable).await;
-                }
-            };
-            match appended {
-                Ok(Appended::Written { seq }) => {
-                    if delay > Duration::from_millis(100) {
-                        tracing::info!("buffer: writes succeed again");
-                    }
-                    readiness.set_problem(READINESS, None);
-                    if chunk.is_awaited() {
-                        // A client waits for this acknowledgement (a Sentry
-                        // SDK, one event at a time): fsync now instead of at
-                        // the next interval. Requests made together share one
-                        // pass, so under load this is a group commit.
-                        let buffer = buffer.clone();
-                        tokio::spawn(async move {
-                            if let Err(e) = buffer.sync().await {
-                                tracing::debug!(error = %e, "buffer: early fsync failed; the interval's will follow");
-                            }
-                        });
-                    }
-                    pending.push_back((seq, chunk.into_ack()));
-                    break;
-                }
-                Ok(Appended::Dropped) => {
-                    metrics
-                        .discarded
-                        .with_label_values(&[COMPONENT, reason::BUFFER_FULL])
-                        .inc_by(chunk.records as u64);
-                    // Dropped by policy: the source may move past these lines.
-                    chunk.ack();
-                    break;
-                }
-                Err(e @ BufferError::TooLarge { .. }) => {
-                    metrics
-                        .discarded
-                        .with_label_values(&[COMPONENT, reason::BUFFER_TOO_LARGE])
-                        .inc_by(chunk.records as u64);
-                    tracing::error!(error = %e, records = chunk.records, "buffer: chunk dropped");
-                    chunk.ack();
-                    break;
-                }
-                Err(e) => {
-                    metrics
-                        .errors
-                        .with_label_values(&[COMPONENT, "write"])
-                        .inc();
-                    if delay == Duration::from_millis(100) {
-                        tracing::error!(error = %e, "buffer: write failed; sources wait, retrying");
-                    }
-                    readiness.set_problem(READINESS, Some(e.to_string()));
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.cancelled() => {}
-                    }
-                    delay = (delay * 2).min(RETRY_MAX);
-                }
+        let mut group = vec![chunk];
+        let mut bytes = group[0].bytes();
+        while bytes < GROUP_BYTES
+            && let Some(c) = input.try_recv()
+        {
+            bytes += c.bytes();
+            group.push(c);
+        }
+        let awaited = group.iter().any(Chunk::is_awaited);
+        let payloads = group
+            .iter()
+            .map(|c| {
+                let mut p = Vec::new();
+                encode(c, &mut p);
+                p
+            })
+            .collect();
+        let (written, synced) = match buffer.append_group(payloads, awaited).await {
+            Ok(g) => (g.written, g.durable),
+            Err(_) => (Vec::new(), false),
+        };
+        let mut rest = group.into_iter();
+        if !written.is_empty() {
+            readiness.set_problem(READINESS, None);
+        }
+        for (seq, chunk) in written.iter().zip(&mut rest) {
+            pending.push_back((*seq, chunk.into_ack()));
+        }
+        if synced {
+            release(&mut pending, *durable.borrow_and_update());
+        } else if awaited && !written.is_empty() {
+            early_sync(&buffer);
+        }
+        // What the group could not take (no room, a failed write, a chunk
+        // too large) goes one at a time, waiting and retrying as need be.
+        for chunk in rest {
+            if !append_one(
+                &buffer,
+                chunk,
+                &mut payload,
+                &mut pending,
+                &metrics,
+                &readiness,
+                &shutdown,
+            )
+            .await
+            {
+                return finish(&buffer, pending, &mut durable).await;
             }
         }
     }
     finish(&buffer, pending, &mut durable).await;
 }
 
+/// At most this many bytes of chunks are appended as one group.
+const GROUP_BYTES: usize = 8 << 20;
+
+/// An fsync pass now rather than at the next interval, for a chunk a client
+/// waits for. Passes asked for together are one pass.
+fn early_sync(buffer: &DiskBuffer) {
+    let buffer = buffer.clone();
+    tokio::spawn(async move {
+        if let Err(e) = buffer.sync().await {
+            tracing::debug!(error = %e, "buffer: early fsync failed; the interval's will follow");
+        }
+    });
+}
+
+/// Appends one chunk, waiting for space and retrying failed writes; false
+/// when it gave up at shutdown (the chunk stays unacknowledged).
+async fn append_one(
+    buffer: &DiskBuffer,
+    chunk: Chunk,
+    payload: &mut Vec<u8>,
+    pending: &mut Pending,
+    metrics: &AgentMetrics,
+    readiness: &Readiness,
+    shutdown: &Shutdown,
+) -> bool {
+    encode(&chunk, payload);
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let appended = tokio::select! {
+            r = buffer.append(payload) => r,
+            _ = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => {
+                // Full, or failing, at shutdown: the chunk stays unacknowledged
+                // and its lines are read again after restart.
+                tracing::warn!("buffer: gave up a chunk at shutdown; it will be read again");
+                return false;
+            }
+        };
+        match appended {
+            Ok(Appended::Written { seq }) => {
+                if delay > Duration::from_millis(100) {
+                    tracing::info!("buffer: writes succeed again");
+                }
+                readiness.set_problem(READINESS, None);
+                if chunk.is_awaited() {
+                    // A client waits for this acknowledgement (a Sentry
+                    // SDK): fsync now instead of at the next interval.
+                    early_sync(buffer);
+                }
+                pending.push_back((seq, chunk.into_ack()));
+                return true;
+            }
+            Ok(Appended::Dropped) => {
+                metrics
+                    .discarded
+                    .with_label_values(&[COMPONENT, reason::BUFFER_FULL])
+                    .inc_by(chunk.records as u64);
+                // Dropped by policy: the source may move past these lines.
+                chunk.ack();
+                return true;
+            }
+            Err(e @ BufferError::TooLarge { .. }) => {
+                metrics
+                    .discarded
+                    .with_label_values(&[COMPONENT, reason::BUFFER_TOO_LARGE])
+                    .inc_by(chunk.records as u64);
+                tracing::error!(error = %e, records = chunk.records, "buffer: chunk dropped");
+                chunk.ack();
+                return true;
+            }
+            Err(e) => {
+                metrics
+                    .errors
+                    .with_label_values(&[COMPONENT, "write"])
+                    .inc();
+                if delay == Duration::from_millis(100) {
+                    tracing::error!(error = %e, "buffer: write failed; sources wait, retrying");
+                }
+                readiness.set_problem(READINESS, Some(e.to_string()));
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+                delay = (delay * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
 /// Makes what was written durable and acknowledges it.
 async fn finish(
     buffer: &DiskBuffer,
-    mut pending: VecDeque<(u64, Option<pipeline::AckFn>)>,
+    mut pending: Pending,
     durable: &mut tokio::sync::watch::Receiver<u64>,
 ) {
     if pending.is_empty() {
@@ -304,7 +385,7 @@ async fn finish(
 }
 
 /// Acknowledges, in order, the chunks at or below the durable sequence.
-fn release(pending: &mut VecDeque<(u64, Option<pipeline::AckFn>)>, durable: u64) {
+fn release(pending: &mut Pending, durable: u64) {
     while pending.front().is_some_and(|(seq, _)| *seq <= durable) {
         if let Some((_, Some(ack))) = pending.pop_front() {
             ack();
@@ -520,6 +601,56 @@ mod tests {
         assert!(r.out.send(chunk("awaited", &acked).awaited()).await.is_ok());
         // The early pass made both durable, the one before it too.
         assert_eq!(wait_for(3).await, 3);
+        stop(r).await;
+    }
+
+    #[tokio::test]
+    async fn awaited_chunks_queued_together_are_acked_in_order_once_durable() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut options = BufferOptions::new(dir.path());
+        // Only the groups' own fsyncs can acknowledge.
+        options.fsync_interval = Duration::from_secs(3600);
+        let mut r = start(options).await;
+        let senders: Vec<_> = (0..20)
+            .map(|i| {
+                let out = r.out.clone();
+                let order = order.clone();
+                let mut request = Vec::new();
+                encode_logs_wire(&[LogRecord::new(format!("e{i}"), 1)], &mut request);
+                let c = Chunk::new(
+                    request,
+                    1,
+                    Some(Box::new(move || {
+                        order.lock().unwrap_or_else(|e| e.into_inner()).push(i)
+                    })),
+                )
+                .awaited();
+                async move { out.send(c).await.is_ok() }
+            })
+            .collect();
+        // Sent in order; the writer takes whatever is queued as a group.
+        for s in senders {
+            assert!(s.await);
+        }
+        let mut got = Vec::new();
+        for _ in 0..20 {
+            match tokio::time::timeout(Duration::from_secs(30), r.forward.recv()).await {
+                Ok(Some(c)) => got.push(body(&c)),
+                _ => panic!("a chunk never reached the forwarder"),
+            }
+        }
+        let want: Vec<String> = (0..20).map(|i| format!("e{i}")).collect();
+        assert_eq!(got, want);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while order.lock().unwrap_or_else(|e| e.into_inner()).len() < 20
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let acked = order.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert_eq!(acked, (0..20).collect::<Vec<_>>());
+        assert_eq!(r.spool.buffer.stats().durable_seq, 20);
         stop(r).await;
     }
 

@@ -118,6 +118,12 @@ impl Cursor {
         }
     }
 
+    /// Whether the next [`Cursor::fill`] reads at most `window` bytes, all
+    /// of them appended by this process (see [`Segments::recent`]), or none.
+    pub fn reads_recent(&self, segs: &Segments, window: u64) -> bool {
+        self.pending.is_some() || (!self.abandoned && segs.recent(self.seg, self.offset, window))
+    }
+
     /// Hands out the pending record, if any.
     pub fn take(&mut self, segs: &Segments) -> Option<Record> {
         let p = self.pending.take()?;

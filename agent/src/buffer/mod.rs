@@ -54,10 +54,14 @@
 //!
 //! # Threads
 //!
-//! File I/O runs in `tokio::task::spawn_blocking` (one record per call), and
+//! File I/O runs in `tokio::task::spawn_blocking` (one record per call, or
+//! one group of records and its fsync for [`DiskBuffer::append_group`]), and
 //! fsync passes in a background task that also uses blocking threads, so the
-//! reactor never waits for the disk. The core (`segments.rs`, `cursor.rs`) is
-//! synchronous and tested without tokio.
+//! reactor never waits for the disk. The one exception is the reader when
+//! all it has left to read is a few hundred KiB this process has just
+//! appended: those pages are in the page cache, and copying them costs less
+//! than the trip to a blocking thread and back. The core (`segments.rs`,
+//! `cursor.rs`) is synchronous and tested without tokio.
 
 mod ackfile;
 mod cursor;
@@ -73,7 +77,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use ackfile::AckFileState;
-pub use handle::{BufferReader, DiskBuffer};
+pub use handle::{BufferReader, DiskBuffer, GroupAppended};
 
 /// Sequence numbers read from disk above this are treated as corrupt, so that
 /// no file content can bring `seq + 1` near overflow (2^62 records at a

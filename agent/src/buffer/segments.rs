@@ -125,6 +125,9 @@ struct State {
     roll_requested: Option<u64>,
     /// Sum of segment lengths.
     disk_bytes: u64,
+    /// Bytes of records appended since the buffer was opened: the newest
+    /// this many bytes at the head were written by this process.
+    written_since_open: u64,
     /// Bytes at the start of the oldest segment that are acknowledged.
     ack_offset: u64,
     last_seq: u64,
@@ -376,6 +379,7 @@ impl Segments {
                 to_delete: Vec::new(),
                 roll_requested: None,
                 disk_bytes,
+                written_since_open: 0,
                 ack_offset: 0,
                 last_seq: next_seq - 1,
                 durable: next_seq - 1,
@@ -484,6 +488,7 @@ impl Segments {
             back.len = w.len;
         }
         st.disk_bytes += flen;
+        st.written_since_open += flen;
         st.last_seq = seq;
         st.active_dirty = true;
         if st.write_failed {
@@ -540,6 +545,18 @@ impl Segments {
     /// removes acknowledged segments. On success the durable sequence number
     /// covers every record written before the pass began.
     pub fn sync(&self) -> Result<(), BufferError> {
+        self.sync_pass(true)
+    }
+
+    /// Like [`Segments::sync`] but leaves the acknowledgement and the
+    /// removal of acknowledged segments to the next full pass: for a writer
+    /// whose clients wait for their records to be durable, and should not
+    /// also wait for the two fsyncs of the ack file.
+    pub fn sync_records(&self) -> Result<(), BufferError> {
+        self.sync_pass(false)
+    }
+
+    fn sync_pass(&self, with_ack: bool) -> Result<(), BufferError> {
         let _one_at_a_time = lock(&self.sync_lock);
         let plan = {
             let mut st = lock(&self.state);
@@ -554,8 +571,12 @@ impl Segments {
                 files,
                 active_planned,
                 dir,
-                ack: (st.acked > st.persisted_ack).then_some(st.acked),
-                delete: std::mem::take(&mut st.to_delete),
+                ack: (with_ack && st.acked > st.persisted_ack).then_some(st.acked),
+                delete: if with_ack {
+                    std::mem::take(&mut st.to_delete)
+                } else {
+                    Vec::new()
+                },
                 durable_to: st.last_seq,
             }
         };
@@ -683,6 +704,30 @@ impl Segments {
             len: this,
             next: st.segments.get(next_idx).map(|s| s.first_seq),
         }
+    }
+
+    /// Whether every byte from `offset` of segment `seg` to the write head
+    /// was appended by this process and there are at most `window` of them:
+    /// bytes the kernel still holds in its page cache, so that reading them
+    /// costs a copy, not a wait for the disk.
+    pub(super) fn recent(&self, seg: u64, offset: u64, window: u64) -> bool {
+        let st = lock(&self.state);
+        let mut behind = 0u64;
+        for s in st.segments.iter().rev() {
+            if s.first_seq > seg {
+                behind = behind.saturating_add(s.len);
+            } else if s.first_seq == seg {
+                behind = behind.saturating_add(s.len.saturating_sub(offset));
+                return behind <= window.min(st.written_since_open);
+            } else {
+                break;
+            }
+            if behind > window {
+                return false;
+            }
+        }
+        // The reader's segment is gone: let the careful path find out why.
+        false
     }
 
     /// Records that the record up to `seq`, ending at `end` of `seg`, was
