@@ -18,6 +18,7 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use mecha_parsers::sentry::encoding::{ContentEncoding, decode};
 use mecha_parsers::sentry::filter::{FilterOptions, Filters};
 use mecha_parsers::sentry::normalize::{NormalizeContext, normalize};
 use mecha_parsers::sentry::scrub::{ScrubOptions, scrub};
@@ -81,6 +82,26 @@ fn bench(c: &mut Criterion) {
             },
             BatchSize::PerIteration,
         );
+    });
+    // Decompression of the same event gzipped as SDKs send it, and as the
+    // baseline of this run the copy of the plain body (what the endpoint does
+    // with an uncompressed one).
+    let gzipped = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let _ = std::io::Write::write_all(&mut e, EVENT.as_bytes());
+        e.finish().unwrap_or_default()
+    };
+    group.bench_function("gunzip", |b| {
+        b.iter(|| black_box(decode(ContentEncoding::Gzip, black_box(&gzipped), 1 << 20)));
+    });
+    group.bench_function("identity_baseline", |b| {
+        b.iter(|| {
+            black_box(decode(
+                ContentEncoding::Identity,
+                black_box(EVENT.as_bytes()),
+                1 << 20,
+            ))
+        });
     });
     group.bench_function("drop", |b| {
         let mut processed = event();

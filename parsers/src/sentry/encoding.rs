@@ -74,6 +74,9 @@ const ZSTD_WINDOW_LOG_MAX: u32 = 24;
 
 /// Decodes `input` with `encoding`, failing with [`ParseError::TooLarge`]
 /// once the output would pass `limit` bytes.
+///
+/// The deflate family reads the body in place (`bufread` decoders over the
+/// slice) rather than through a buffer of the decoder's own.
 pub fn decode(
     encoding: ContentEncoding,
     input: &[u8],
@@ -91,15 +94,21 @@ pub fn decode(
             }
             Ok(input.to_vec())
         }
-        ContentEncoding::Gzip => {
-            bounded(flate2::read::MultiGzDecoder::new(input), name, input, limit)
-        }
+        ContentEncoding::Gzip => bounded(
+            flate2::bufread::MultiGzDecoder::new(input),
+            name,
+            input,
+            limit,
+        ),
         ContentEncoding::Deflate if looks_like_zlib(input) => {
-            bounded(flate2::read::ZlibDecoder::new(input), name, input, limit)
+            bounded(flate2::bufread::ZlibDecoder::new(input), name, input, limit)
         }
-        ContentEncoding::Deflate => {
-            bounded(flate2::read::DeflateDecoder::new(input), name, input, limit)
-        }
+        ContentEncoding::Deflate => bounded(
+            flate2::bufread::DeflateDecoder::new(input),
+            name,
+            input,
+            limit,
+        ),
         ContentEncoding::Brotli => bounded(
             brotli_decompressor::Decompressor::new(input, 16 * 1024),
             name,
