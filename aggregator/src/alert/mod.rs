@@ -14,6 +14,7 @@
 pub mod dispatch;
 pub mod model;
 pub mod notify;
+pub mod reload;
 pub mod rules;
 
 use std::path::Path;

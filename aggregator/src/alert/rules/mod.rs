@@ -299,11 +299,14 @@ pub struct RuleEngineHandle {
     task: JoinHandle<()>,
 }
 
-impl RuleEngineHandle {
-    /// Replaces the rules. A rule with the same name and definition keeps
-    /// its alerts and schedule; a changed or removed rule's firing alerts
-    /// are sent resolved and its state forgotten. Rules are checked first:
-    /// on an error nothing changes.
+/// Reloads the rules of a running engine (config reload); clonable.
+#[derive(Debug, Clone)]
+pub struct RuleReloader {
+    commands: mpsc::Sender<Command>,
+}
+
+impl RuleReloader {
+    /// See [`RuleEngineHandle::reload`].
     pub async fn reload(&self, rules: Vec<RuleConfig>) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
         self.commands
@@ -311,6 +314,23 @@ impl RuleEngineHandle {
             .await
             .map_err(|_| Error::RulesStopped)?;
         rx.await.map_err(|_| Error::RulesStopped)?
+    }
+}
+
+impl RuleEngineHandle {
+    /// Replaces the rules. A rule with the same name and definition keeps
+    /// its alerts and schedule; a changed or removed rule's firing alerts
+    /// are sent resolved and its state forgotten. Rules are checked first:
+    /// on an error nothing changes.
+    pub async fn reload(&self, rules: Vec<RuleConfig>) -> Result<(), Error> {
+        self.reloader().reload(rules).await
+    }
+
+    /// A clonable handle that reloads the rules.
+    pub fn reloader(&self) -> RuleReloader {
+        RuleReloader {
+            commands: self.commands.clone(),
+        }
     }
 
     /// Returns once every evaluation due now has run (tests, shutdown).
