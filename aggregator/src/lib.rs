@@ -295,6 +295,10 @@ impl Aggregator {
             evaluation_interval,
             clock: alert::rules::system_clock(),
         };
+        // The state file is locked by the engine that has it open.
+        if let Some(old) = self.rule_engine.take() {
+            old.shutdown().await;
+        }
         let engine = alert::rules::spawn(
             rules,
             inputs,
@@ -303,9 +307,7 @@ impl Aggregator {
         )
         .await?;
         self.reloader.set_rules(engine.reloader());
-        if let Some(old) = self.rule_engine.replace(engine) {
-            old.shutdown().await;
-        }
+        self.rule_engine = Some(engine);
         Ok(())
     }
 

@@ -299,17 +299,20 @@ pub struct RuleEngineHandle {
     task: JoinHandle<()>,
 }
 
-/// Reloads the rules of a running engine (config reload); clonable.
+/// Reloads the rules of a running engine (config reload); clonable. It
+/// does not keep the engine alive: once the engine's handle is shut down,
+/// a reload fails with [`Error::RulesStopped`].
 #[derive(Debug, Clone)]
 pub struct RuleReloader {
-    commands: mpsc::Sender<Command>,
+    commands: mpsc::WeakSender<Command>,
 }
 
 impl RuleReloader {
     /// See [`RuleEngineHandle::reload`].
     pub async fn reload(&self, rules: Vec<RuleConfig>) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
-        self.commands
+        let commands = self.commands.upgrade().ok_or(Error::RulesStopped)?;
+        commands
             .send(Command::Reload(rules, tx))
             .await
             .map_err(|_| Error::RulesStopped)?;
@@ -329,7 +332,7 @@ impl RuleEngineHandle {
     /// A clonable handle that reloads the rules.
     pub fn reloader(&self) -> RuleReloader {
         RuleReloader {
-            commands: self.commands.clone(),
+            commands: self.commands.downgrade(),
         }
     }
 
