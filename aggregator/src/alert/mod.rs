@@ -14,6 +14,7 @@
 pub mod dispatch;
 pub mod model;
 pub mod notify;
+pub mod preview;
 pub mod reload;
 pub mod rules;
 

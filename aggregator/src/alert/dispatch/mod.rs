@@ -11,7 +11,7 @@
 //! [`Clock`] that follows it in tests), so the timers run under paused time.
 //! This module must not evaluate rules or format messages.
 
-mod group;
+pub(crate) mod group;
 pub mod inhibit;
 pub mod nflog;
 pub mod route;
