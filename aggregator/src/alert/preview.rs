@@ -5,7 +5,6 @@
 //!
 //! This module must not send or persist anything.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use mecha_config::AlertingConfig;
@@ -28,6 +27,14 @@ pub struct RoutedPreview {
     pub notification: Notification,
     /// The requests it would send.
     pub requests: Vec<Preview>,
+}
+
+/// Alerts of one aggregation group.
+struct Group {
+    key: String,
+    route: Arc<Route>,
+    labels: Labels,
+    alerts: Vec<Alert>,
 }
 
 /// The preview of rule `name`: its sample alerts (with `value`, default
@@ -60,26 +67,26 @@ pub fn rule(
     };
     let root = Route::build(route)?;
     let receivers = notify::build(&config.receivers)?;
-    // Alerts by (route, group key), in routing order.
-    let mut groups: BTreeMap<(usize, String), (Arc<Route>, Labels, Vec<Alert>)> = BTreeMap::new();
-    let mut order: Vec<String> = Vec::new();
+    // One group per route and group key, in the order routing met them.
+    let mut groups: Vec<Group> = Vec::new();
     for a in &alerts {
         for r in root.matching(&a.labels) {
             let group_labels = r.group_labels(&a.labels);
             let key = r.group_key(&group_labels);
-            let at = order.iter().position(|k| *k == r.key).unwrap_or_else(|| {
-                order.push(r.key.clone());
-                order.len() - 1
-            });
-            groups
-                .entry((at, key))
-                .or_insert_with(|| (Arc::clone(&r), group_labels, Vec::new()))
-                .2
-                .push(a.clone());
+            match groups.iter_mut().find(|g| g.key == key) {
+                Some(g) => g.alerts.push(a.clone()),
+                None => groups.push(Group {
+                    key,
+                    route: r,
+                    labels: group_labels,
+                    alerts: vec![a.clone()],
+                }),
+            }
         }
     }
     let mut out = Vec::new();
-    for ((_, key), (r, group_labels, mut alerts)) in groups {
+    for g in groups {
+        let (key, r, group_labels, mut alerts) = (g.key, g.route, g.labels, g.alerts);
         alerts.sort_by(|a, b| a.labels.cmp(&b.labels));
         let n = Notification {
             version: "4".into(),
