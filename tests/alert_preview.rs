@@ -189,3 +189,32 @@ fn preview_of_an_unknown_rule_lists_the_known_ones_and_exits_2() {
     );
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn validate_names_the_tls_ca_file_that_is_not_pem() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let ca = tmp.path().join("internal-ca.pem");
+    std::fs::write(&ca, "not a certificate\n").unwrap_or_else(|e| panic!("{e}"));
+    let config = tmp.path().join("mecha.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "aggregator:\n  alerting:\n    receivers:\n      - name: internal\n        wecom_configs:\n          - url: https://robots.internal/cgi-bin/webhook/send\n            key: k\n            tls:\n              ca_file: {}\n",
+            ca.display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(env!("CARGO_BIN_EXE_mecha"))
+        .arg("validate")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(":9: aggregator.alerting.receivers[0].wecom_configs[0].tls.ca_file"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("expected PEM certificates"), "{stderr}");
+}
