@@ -287,3 +287,99 @@ async fn bad_keys_and_signatures_fail_permanently_and_mark_the_receiver_failing(
         assert!(text.contains(&line), "{line} missing from\n{text}");
     }
 }
+
+#[tokio::test]
+async fn https_robots_are_reached_with_their_ca_and_refused_certificates_are_counted() {
+    let pki = robots::TestPki::new();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let ca = dir.path().join("robot-ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap_or_else(|e| panic!("{e}"));
+    let robot = Robot::start_tls(
+        Platform::Wecom,
+        "k",
+        None,
+        20,
+        Duration::from_secs(60),
+        &pki,
+    )
+    .await;
+    assert!(robot.url().starts_with("https://"), "{}", robot.url());
+    let (r, metrics) = receivers(&format!(
+        "      - name: internal\n        wecom_configs:\n          - url: {url}\n            key: k\n            tls: {{ ca_file: {ca} }}\n      - name: untrusted\n        wecom_configs:\n          - url: {url}\n            key: k\n      - name: unchecked\n        wecom_configs:\n          - url: {url}\n            key: k\n            tls: {{ insecure_skip_verify: true }}\n",
+        url = robot.url(),
+        ca = ca.display(),
+    ));
+
+    let result = r["internal"].notify(&notification(vec![alert(1, 1)])).await;
+    assert!(result.is_ok(), "{result:?}");
+    let accepted = robot.accepted();
+    assert_eq!(accepted.len(), 1);
+    assert_eq!(accepted[0].body["msgtype"], "markdown");
+    assert!(
+        accepted[0].text().contains("接口错误率过高"),
+        "{}",
+        accepted[0].text()
+    );
+    assert!(
+        accepted[0].text().contains("node=node-001"),
+        "{}",
+        accepted[0].text()
+    );
+
+    // The system's roots do not hold the test CA.
+    let result = r["untrusted"]
+        .notify(&notification(vec![alert(2, 1)]))
+        .await;
+    let Err(NotifyError::Permanent { reason, .. }) = result else {
+        panic!("expected a permanent certificate error, got {result:?}");
+    };
+    assert!(reason.contains("invalid peer certificate"), "{reason}");
+    assert!(reason.contains("UnknownIssuer"), "{reason}");
+    assert_eq!(robot.accepted().len(), 1);
+
+    let result = r["unchecked"]
+        .notify(&notification(vec![alert(3, 1)]))
+        .await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(robot.accepted().len(), 2);
+
+    let text = metrics.render();
+    for line in [
+        "mecha_alert_notifications_total{integration=\"wecom[0]\",outcome=\"success\",receiver=\"internal\"} 1",
+        "mecha_alert_notifications_total{integration=\"wecom[0]\",outcome=\"tls_error\",receiver=\"untrusted\"} 1",
+        "mecha_alert_receiver_failing{integration=\"wecom[0]\",receiver=\"untrusted\"} 1",
+        "mecha_alert_receiver_failing{integration=\"wecom[0]\",receiver=\"internal\"} 0",
+        "mecha_alert_notifications_total{integration=\"wecom[0]\",outcome=\"success\",receiver=\"unchecked\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+}
+
+#[test]
+fn an_unreadable_or_non_pem_ca_file_is_a_config_error_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let not_pem = dir.path().join("ca.der");
+    std::fs::write(&not_pem, b"\x30\x82\x01\x0a not a pem file").unwrap_or_else(|e| panic!("{e}"));
+    let missing = dir.path().join("missing.pem");
+    for (path, want) in [
+        (&not_pem, "expected PEM certificates"),
+        (&missing, "cannot read"),
+    ] {
+        let text = format!(
+            "aggregator:\n  alerting:\n    receivers:\n      - name: a\n        webhook_configs:\n          - url: https://hooks.internal/a\n            tls:\n              ca_file: {}\n",
+            path.display()
+        );
+        let msg = mecha_config::parse("mecha.yaml", &text, &|_| None)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            msg.contains(
+                "mecha.yaml:8: aggregator.alerting.receivers[0].webhook_configs[0].tls.ca_file"
+            ),
+            "{msg}"
+        );
+        assert!(msg.contains(want), "{want} missing from {msg}");
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+    }
+}

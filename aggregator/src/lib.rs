@@ -72,6 +72,9 @@ pub struct AggregatorOptions {
     /// notification log live under `data_dir/alerts/`. Default: no route
     /// (alerts are listed, not notified).
     pub alerting: mecha_config::AlertingConfig,
+    /// Where a config reload (SIGHUP, `POST /-/reload`) reads `alerting`
+    /// again. Default none: reloads fail.
+    pub config_source: Option<alert::reload::ConfigSource>,
 }
 
 impl Default for AggregatorOptions {
@@ -85,6 +88,7 @@ impl Default for AggregatorOptions {
             max_pending_bytes: 64 * 1024 * 1024,
             max_events_per_issue: 100,
             alerting: mecha_config::AlertingConfig::default(),
+            config_source: None,
         }
     }
 }
@@ -107,6 +111,7 @@ pub struct Aggregator {
     data_dir: PathBuf,
     rule_board: RuleBoard,
     rule_engine: Option<RuleEngineHandle>,
+    reloader: alert::reload::Reloader,
 }
 
 impl Aggregator {
@@ -198,6 +203,11 @@ impl Aggregator {
             external_url,
         )
         .await?;
+        let reloader = alert::reload::Reloader::new(
+            opts.config_source.clone(),
+            opts.alerting.clone(),
+            Arc::clone(&metrics),
+        );
         if let Some(listener) = http_listener {
             let router = query::router(query::ApiState {
                 store: Arc::clone(&store),
@@ -207,6 +217,7 @@ impl Aggregator {
                 alerting: alerting.clone(),
                 rules: rule_board.clone(),
                 receivers: receivers.clone(),
+                reloader: reloader.clone(),
             });
             let signal = wait_for_stop(stopped.clone());
             let task = tokio::spawn(async move {
@@ -240,13 +251,13 @@ impl Aggregator {
             data_dir: opts.data_dir,
             rule_board,
             rule_engine: None,
+            reloader,
         };
-        if !rules.is_empty() {
-            let sink = aggregator.alert_sink();
-            aggregator
-                .start_rules(rules, evaluation_interval, external_url, Some(sink))
-                .await?;
-        }
+        // Even without rules: a reload may add some.
+        let sink = aggregator.alert_sink();
+        aggregator
+            .start_rules(rules, evaluation_interval, external_url, Some(sink))
+            .await?;
         Ok(aggregator)
     }
 
@@ -284,6 +295,10 @@ impl Aggregator {
             evaluation_interval,
             clock: alert::rules::system_clock(),
         };
+        // The state file is locked by the engine that has it open.
+        if let Some(old) = self.rule_engine.take() {
+            old.shutdown().await;
+        }
         let engine = alert::rules::spawn(
             rules,
             inputs,
@@ -291,15 +306,19 @@ impl Aggregator {
             self.rule_board.clone(),
         )
         .await?;
-        if let Some(old) = self.rule_engine.replace(engine) {
-            old.shutdown().await;
-        }
+        self.reloader.set_rules(engine.reloader());
+        self.rule_engine = Some(engine);
         Ok(())
     }
 
     /// The running rule engine, to reload its rules (SIGHUP).
     pub fn rule_engine(&self) -> Option<&RuleEngineHandle> {
         self.rule_engine.as_ref()
+    }
+
+    /// Reloads the config (SIGHUP; also `POST /-/reload`).
+    pub fn reloader(&self) -> alert::reload::Reloader {
+        self.reloader.clone()
     }
 
     /// The address the gRPC listener is bound to, if on.

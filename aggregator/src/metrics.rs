@@ -5,7 +5,7 @@
 //! This module must not decide anything: it only counts.
 
 use prometheus::{
-    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -119,6 +119,8 @@ pub enum NotifyOutcome {
     RetryableError,
     /// Failed; retrying cannot help.
     PermanentError,
+    /// The TLS handshake failed (e.g. the server's certificate was refused).
+    TlsError,
 }
 
 impl NotifyOutcome {
@@ -128,6 +130,7 @@ impl NotifyOutcome {
             NotifyOutcome::Success => "success",
             NotifyOutcome::RetryableError => "retryable_error",
             NotifyOutcome::PermanentError => "permanent_error",
+            NotifyOutcome::TlsError => "tls_error",
         }
     }
 }
@@ -172,6 +175,8 @@ pub struct Metrics {
     rule_duration: GaugeVec,
     /// Alert receivers' deliveries and the Alertmanager bridge.
     pub notify: NotifyMetrics,
+    /// Config reloads (SIGHUP, `POST /-/reload`).
+    pub reload: ReloadMetrics,
 }
 
 impl Metrics {
@@ -329,6 +334,7 @@ impl Metrics {
         registry.register(Box::new(rule_failures.clone()))?;
         registry.register(Box::new(rule_duration.clone()))?;
         let notify = NotifyMetrics::register(&registry)?;
+        let reload = ReloadMetrics::register(&registry)?;
         registry.register(Box::new(issue_events.clone()))?;
         registry.register(Box::new(issues_created.clone()))?;
         registry.register(Box::new(issues_regressed.clone()))?;
@@ -372,6 +378,7 @@ impl Metrics {
             rule_failures,
             rule_duration,
             notify,
+            reload,
         })
     }
 
@@ -485,6 +492,65 @@ impl Metrics {
 
 fn gauge(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Metrics of config reloads, named as Prometheus' and Alertmanager's
+/// (`*_config_last_reload_successful`,
+/// `*_config_last_reload_success_timestamp_seconds`).
+#[derive(Debug, Clone)]
+pub struct ReloadMetrics {
+    reloads: IntCounterVec,
+    last_successful: IntGauge,
+    last_success: Gauge,
+}
+
+impl ReloadMetrics {
+    fn register(registry: &Registry) -> Result<ReloadMetrics, Error> {
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "mecha_config_reload_total",
+                "Config reloads (SIGHUP, POST /-/reload), by outcome (success, error).",
+            ),
+            &["outcome"],
+        )?;
+        let last_successful = IntGauge::new(
+            "mecha_config_last_reload_successful",
+            "Whether the last config reload succeeded (1 at start).",
+        )?;
+        let last_success = Gauge::new(
+            "mecha_config_last_reload_success_timestamp_seconds",
+            "When the config was last loaded successfully (start or reload), Unix seconds.",
+        )?;
+        registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(last_successful.clone()))?;
+        registry.register(Box::new(last_success.clone()))?;
+        for outcome in ["success", "error"] {
+            reloads.with_label_values(&[outcome]);
+        }
+        last_successful.set(1);
+        last_success.set(unix_now());
+        Ok(ReloadMetrics {
+            reloads,
+            last_successful,
+            last_success,
+        })
+    }
+
+    /// Counts one reload.
+    pub fn reloaded(&self, ok: bool) {
+        let outcome = if ok { "success" } else { "error" };
+        self.reloads.with_label_values(&[outcome]).inc();
+        self.last_successful.set(i64::from(ok));
+        if ok {
+            self.last_success.set(unix_now());
+        }
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Metrics of the alert receivers and the Alertmanager bridge.

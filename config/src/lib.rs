@@ -23,7 +23,7 @@ pub use error::ConfigError;
 pub use kubernetes::{DEFAULT_POD_LABELS, KubeEnabled, KubernetesConfig};
 pub use receivers::{
     BasicAuthConfig, ChatConfig, ChatKind, MentionsConfig, ReceiverConfig, Secret, TemplateText,
-    WebhookConfig, is_mobile, read_secret,
+    TlsConfig, WebhookConfig, is_mobile, read_secret,
 };
 pub use route::{
     DEFAULT_GROUP_INTERVAL, DEFAULT_GROUP_WAIT, DEFAULT_REPEAT_INTERVAL, GroupBy,

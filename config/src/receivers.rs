@@ -41,7 +41,7 @@ use crate::values::Duration;
 
 /// One receiver: every robot and webhook that gets a notification routed to
 /// its name.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiverConfig {
     /// The name routes refer to. Unique among receivers.
@@ -121,7 +121,7 @@ impl ChatKind {
 ///   max_messages: 3
 ///   title: "{{ status }}: {{ common_labels.alertname }}"
 /// ```
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChatConfig {
     /// The robot's URL. WeCom default
@@ -191,6 +191,16 @@ pub struct ChatConfig {
     /// Deadline of one request. Default 10s.
     #[serde(default = "default_timeout")]
     pub timeout: Duration,
+    /// TLS of the connection (a self-hosted or internal endpoint with its
+    /// own CA). Default: the server certificate is checked against the
+    /// system's roots.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// An HTTP(S) proxy for this robot, e.g. `http://proxy.internal:3128`
+    /// (Alertmanager's `proxy_url`). Default: `HTTPS_PROXY` / `HTTP_PROXY`
+    /// and `NO_PROXY` from the environment.
+    #[serde(default)]
+    pub proxy_url: Option<String>,
     /// Tests only: the period of the robot's rate limit (the platform's own
     /// limit per minute is then allowed per this period instead), so a test
     /// of the limit does not wait a minute.
@@ -237,7 +247,7 @@ impl Default for MentionsConfig {
 
 /// One generic webhook: receives the notification as Alertmanager's webhook
 /// payload (version 4), as JSON.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Where the payload is POSTed. Treated as a credential (a URL may carry
@@ -266,10 +276,112 @@ pub struct WebhookConfig {
     /// Deadline of one request. Default 10s.
     #[serde(default = "default_timeout")]
     pub timeout: Duration,
+    /// TLS of the connection. Default: the server certificate is checked
+    /// against the system's roots.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// An HTTP(S) proxy for this webhook (Alertmanager's `proxy_url`).
+    /// Default: `HTTPS_PROXY` / `HTTP_PROXY` and `NO_PROXY` from the
+    /// environment.
+    #[serde(default)]
+    pub proxy_url: Option<String>,
+}
+
+/// TLS towards a receiver, named as Alertmanager's `tls_config`.
+///
+/// ```yaml
+/// tls:
+///   ca_file: /etc/mecha/internal-ca.pem
+///   insecure_skip_verify: false
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// A PEM file of the CA certificates that sign the server's
+    /// certificate. When set, only these CAs are trusted, as in
+    /// Alertmanager. Default: the system's roots (`/etc/ssl/certs`).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Accept any server certificate, for a test endpoint only: the
+    /// connection is encrypted but not authenticated. Default false.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+impl TlsConfig {
+    /// The PEM text of `ca_file`, checked to hold at least one certificate;
+    /// `None` without `ca_file`. Errors name the file, not the key.
+    pub fn ca_pem(&self) -> Result<Option<Vec<u8>>, String> {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let Some(path) = &self.ca_file else {
+            return Ok(None);
+        };
+        let pem =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut certificates = 0;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            match cert {
+                Ok(_) => certificates += 1,
+                Err(e) => {
+                    return Err(format!(
+                        "{}: expected PEM certificates, found invalid PEM: {e}",
+                        path.display()
+                    ));
+                }
+            }
+        }
+        if certificates == 0 {
+            return Err(format!(
+                "{}: expected PEM certificates (-----BEGIN CERTIFICATE-----), found none",
+                path.display()
+            ));
+        }
+        Ok(Some(pem))
+    }
+
+    fn check(
+        &self,
+        at: &str,
+        fail: &dyn Fn(String, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        if self.ca_file.is_some() && self.insecure_skip_verify {
+            return Err(fail(
+                format!("{at}.tls.insecure_skip_verify"),
+                "set tls.ca_file or tls.insecure_skip_verify, not both".into(),
+            ));
+        }
+        self.ca_pem()
+            .map_err(|e| fail(format!("{at}.tls.ca_file"), e))?;
+        Ok(())
+    }
+}
+
+/// Checks a `proxy_url`: an http:// or https:// URL with a host.
+fn check_proxy(
+    proxy: Option<&String>,
+    at: &str,
+    fail: &dyn Fn(String, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let Some(p) = proxy else {
+        return Ok(());
+    };
+    let rest = p
+        .strip_prefix("http://")
+        .or_else(|| p.strip_prefix("https://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.starts_with('/') && !p.contains(char::is_whitespace) => Ok(()),
+        // The value may carry proxy credentials: not quoted.
+        _ => Err(fail(
+            format!("{at}.proxy_url"),
+            "expected an http:// or https:// URL with a host (value not shown: it may carry credentials)"
+                .into(),
+        )),
+    }
 }
 
 /// `Authorization: Basic` credentials of a webhook.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuthConfig {
     /// The user name.
@@ -458,6 +570,8 @@ impl ChatConfig {
             ));
         }
         check_timeout(self.timeout, &format!("{at}.timeout"), fail)?;
+        self.tls.check(at, fail)?;
+        check_proxy(self.proxy_url.as_ref(), at, fail)?;
         let m = &self.mentions;
         if !m.mobiles.is_empty() && !kind.mentions_mobiles() {
             return Err(fail(
@@ -527,7 +641,9 @@ impl WebhookConfig {
                 ));
             }
         }
-        check_timeout(self.timeout, &format!("{at}.timeout"), fail)
+        check_timeout(self.timeout, &format!("{at}.timeout"), fail)?;
+        self.tls.check(at, fail)?;
+        check_proxy(self.proxy_url.as_ref(), at, fail)
     }
 }
 
@@ -812,6 +928,20 @@ mod tests {
                 ),
                 7,
                 "aggregator.alerting.receivers[0].wecom_configs[0].colour",
+            ),
+            (
+                receivers(
+                    "      - name: a\n        wecom_configs:\n          - key: k\n            proxy_url: socks5://proxy:1080\n",
+                ),
+                7,
+                "aggregator.alerting.receivers[0].wecom_configs[0].proxy_url",
+            ),
+            (
+                receivers(
+                    "      - name: a\n        webhook_configs:\n          - url: https://h/x\n            tls:\n              ca_file: /x.pem\n              insecure_skip_verify: true\n",
+                ),
+                9,
+                "aggregator.alerting.receivers[0].webhook_configs[0].tls.insecure_skip_verify",
             ),
             (
                 receivers("      - name: a\n      - name: a\n"),

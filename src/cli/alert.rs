@@ -1,7 +1,9 @@
 //! `mecha alert preview --payload FILE [--receiver NAME] --config FILE`:
 //! prints the requests the configured receivers would send for an
-//! Alertmanager webhook payload (version 4), sending nothing. Secrets (robot
-//! keys, signatures, webhook paths) are masked.
+//! Alertmanager webhook payload (version 4), sending nothing.
+//! `mecha alert preview --rule NAME [--value N] --config FILE`: the same for
+//! the sample alerts of a rule, routed through the configured routing tree.
+//! Secrets (robot keys, signatures, webhook paths) are masked.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,11 +20,20 @@ pub struct AlertArgs {
 
 #[derive(Subcommand, Debug)]
 enum AlertCommand {
-    /// Print what each receiver integration would send for a payload.
+    /// Print what each receiver integration would send for a payload or
+    /// for a rule's alerts.
     Preview {
         /// An Alertmanager webhook payload (JSON, version 4).
+        #[arg(long, required_unless_present = "rule", conflicts_with = "rule")]
+        payload: Option<PathBuf>,
+        /// A rule of `aggregator.alerting.rules`: its sample alerts are
+        /// routed through `aggregator.alerting.route`.
         #[arg(long)]
-        payload: PathBuf,
+        rule: Option<String>,
+        /// With `--rule`: the alert's `$value`. Default: the rule's
+        /// threshold (1 for new-issue and regression rules).
+        #[arg(long, requires = "rule")]
+        value: Option<f64>,
         /// Only this receiver. Default: the payload's `receiver` when the
         /// config has it, else every receiver.
         #[arg(long)]
@@ -36,9 +47,17 @@ enum AlertCommand {
 pub fn run(args: AlertArgs) -> anyhow::Result<ExitCode> {
     let AlertCommand::Preview {
         payload,
+        rule,
+        value,
         receiver,
         config,
     } = args.command;
+    if let Some(rule) = rule {
+        return preview_rule(&config, &rule, value, receiver.as_deref());
+    }
+    let Some(payload) = payload else {
+        anyhow::bail!("expected --payload FILE or --rule NAME");
+    };
     let config = match mecha_config::load(&config) {
         Ok(c) => c,
         Err(e) => {
@@ -79,6 +98,60 @@ pub fn run(args: AlertArgs) -> anyhow::Result<ExitCode> {
             println!("(nothing to send: no alert this receiver sends)");
         }
         for p in previews {
+            println!("{} POST {}", p.integration, p.url);
+            println!("{}", p.body);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--rule NAME`: the rule's sample alerts, routed, and what each matched
+/// receiver would send (only `receiver`'s, when given).
+fn preview_rule(
+    config: &std::path::Path,
+    name: &str,
+    value: Option<f64>,
+    receiver: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let config = match super::validate::load_checked(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let alerting = &config.aggregator.alerting;
+    let external_url = match config.aggregator.http.listen.0 {
+        Some(addr) => format!("http://{addr}"),
+        None => "http://localhost:8080".to_string(),
+    };
+    let (alerts, routed) =
+        match mecha_aggregator::alert::preview::rule(alerting, name, value, &external_url) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("{e}");
+                return Ok(ExitCode::from(2));
+            }
+        };
+    for a in &alerts {
+        let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+        println!("# alert {{{}}}", labels.join(", "));
+    }
+    if alerting.route.is_none() {
+        println!("(no aggregator.alerting.route: alerts are listed, not notified)");
+    }
+    for r in routed {
+        if receiver.is_some_and(|want| want != r.receiver) {
+            continue;
+        }
+        println!(
+            "# route {} -> receiver {} (group {})",
+            r.route, r.receiver, r.notification.group_key
+        );
+        if r.requests.is_empty() {
+            println!("(nothing to send: no integration of this receiver sends these alerts)");
+        }
+        for p in r.requests {
             println!("{} POST {}", p.integration, p.url);
             println!("{}", p.body);
         }

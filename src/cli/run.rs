@@ -1,5 +1,6 @@
 //! `mecha standalone|agent|aggregator`: load the config, apply the flags, start
-//! the roles, print what is running, and stop cleanly on SIGTERM or Ctrl-C.
+//! the roles, print what is running, reload the config on SIGHUP (aggregator
+//! roles), and stop cleanly on SIGTERM or Ctrl-C.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,13 +47,23 @@ const SHUTDOWN_BUDGET: Duration = Duration::from_secs(10);
 
 pub fn run(role: Role, ov: Overrides) -> anyhow::Result<ExitCode> {
     init_logging();
+    let config_path = ov.config.clone();
     let (config, data_dir) = build_config(role, ov)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("mecha")
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(run_async(role, config, data_dir))
+    rt.block_on(run_async(role, config, data_dir, config_path))
+}
+
+/// Reads the alerting section of `path` again, with the checks of start-up.
+fn config_source(path: PathBuf) -> mecha_aggregator::alert::reload::ConfigSource {
+    mecha_aggregator::alert::reload::ConfigSource::new(move || {
+        super::validate::load_checked(&path)
+            .map(|c| c.aggregator.alerting)
+            .map_err(|e| e.to_string())
+    })
 }
 
 fn init_logging() {
@@ -154,7 +165,12 @@ impl Downstream for InProcess {
     }
 }
 
-async fn run_async(role: Role, config: Config, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
+async fn run_async(
+    role: Role,
+    config: Config,
+    data_dir: PathBuf,
+    config_path: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
     println!("mecha {} {}", env!("CARGO_PKG_VERSION"), role_name(role));
@@ -170,6 +186,7 @@ async fn run_async(role: Role, config: Config, data_dir: PathBuf) -> anyhow::Res
             commit_interval: agg.commit_interval.0,
             max_events_per_issue: u64::from(agg.issues.max_events_per_issue),
             alerting: agg.alerting.clone(),
+            config_source: config_path.map(config_source),
             ..AggregatorOptions::default()
         })
         .await
@@ -225,6 +242,9 @@ async fn run_async(role: Role, config: Config, data_dir: PathBuf) -> anyhow::Res
     if listeners.is_empty() {
         println!("  listening  nothing (every listener is off)");
     }
+    // Before the listeners file announces the process ready: a SIGHUP
+    // before the handler exists would end the process.
+    let reloads = aggregator.as_ref().map(|a| reload_on_sighup(a.reloader()));
     write_listeners(&data_dir, &listeners);
     if let Some(a) = &agent {
         for (name, files) in a.watched_files() {
@@ -248,6 +268,9 @@ async fn run_async(role: Role, config: Config, data_dir: PathBuf) -> anyhow::Res
 
     wait_for_signal().await;
     println!("mecha: shutting down");
+    if let Some(task) = reloads {
+        task.abort();
+    }
     let stop = async {
         if let Some(a) = agent {
             a.shutdown().await;
@@ -285,6 +308,32 @@ fn write_listeners(data_dir: &std::path::Path, listeners: &[(&str, SocketAddr, &
         .and_then(|()| std::fs::rename(&tmp, &path));
     if let Err(e) = written {
         tracing::warn!(path = %path.display(), error = %e, "cannot write the listeners file");
+    }
+}
+
+/// Reloads the config on each SIGHUP (the reloader logs and counts each).
+fn reload_on_sighup(
+    reloader: mecha_aggregator::alert::reload::Reloader,
+) -> tokio::task::JoinHandle<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    let _ = reloader.reload().await;
+                }
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP: reload with POST /-/reload");
+                tokio::spawn(async {})
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        drop(reloader);
+        tokio::spawn(async {})
     }
 }
 

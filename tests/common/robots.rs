@@ -7,6 +7,9 @@
 //! platform's rate limit over a sliding window and its byte limits, and
 //! answers refusals with the platform's real error codes. Accepted messages
 //! are recorded; refusals are counted by code.
+//!
+//! [`Robot::start_tls`] serves the same API over HTTPS with a certificate
+//! of a test CA made by [`TestPki`], as an internal endpoint would.
 
 #![allow(dead_code)]
 
@@ -86,10 +89,90 @@ struct Robot_ {
     log: Mutex<Log>,
 }
 
+/// A test CA and a server certificate for `127.0.0.1` and `localhost`
+/// signed by it, made with rcgen.
+pub struct TestPki {
+    /// The CA certificate, PEM: what a client's `ca_file` holds.
+    pub ca_pem: String,
+    cert: rustls::pki_types::CertificateDer<'static>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+impl TestPki {
+    /// A fresh CA and server certificate.
+    pub fn new() -> TestPki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        };
+        let fail = |e: rcgen::Error| -> ! { panic!("test pki: {e}") };
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| fail(e));
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "mecha test CA");
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_key = KeyPair::generate().unwrap_or_else(|e| fail(e));
+        let ca_cert = ca.self_signed(&ca_key).unwrap_or_else(|e| fail(e));
+        let issuer = Issuer::new(ca, ca_key);
+        let mut server =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .unwrap_or_else(|e| fail(e));
+        server
+            .distinguished_name
+            .push(DnType::CommonName, "test robot");
+        let key = KeyPair::generate().unwrap_or_else(|e| fail(e));
+        let cert = server.signed_by(&key, &issuer).unwrap_or_else(|e| fail(e));
+        TestPki {
+            ca_pem: ca_cert.pem(),
+            cert: cert.der().clone(),
+            key: rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        }
+    }
+
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|e| panic!("tls versions: {e}"))
+        .with_no_client_auth()
+        .with_single_cert(vec![self.cert.clone()], self.key.clone_key())
+        .unwrap_or_else(|e| panic!("server certificate: {e}"));
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+}
+
+/// A TCP listener whose connections are TLS; a failed handshake (the
+/// client refused the certificate) is skipped.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(stream).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
 /// A running test robot.
 pub struct Robot {
     /// Where it listens.
     pub addr: SocketAddr,
+    scheme: &'static str,
     inner: Arc<Robot_>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -112,6 +195,29 @@ impl Robot {
         per_window: usize,
         window: Duration,
     ) -> Robot {
+        Robot::serve(platform, token, secret, per_window, window, None).await
+    }
+
+    /// Like [`Robot::start`], over HTTPS with `pki`'s server certificate.
+    pub async fn start_tls(
+        platform: Platform,
+        token: &str,
+        secret: Option<&str>,
+        per_window: usize,
+        window: Duration,
+        pki: &TestPki,
+    ) -> Robot {
+        Robot::serve(platform, token, secret, per_window, window, Some(pki)).await
+    }
+
+    async fn serve(
+        platform: Platform,
+        token: &str,
+        secret: Option<&str>,
+        per_window: usize,
+        window: Duration,
+        pki: Option<&TestPki>,
+    ) -> Robot {
         let inner = Arc::new(Robot_ {
             platform,
             token: token.to_string(),
@@ -131,18 +237,40 @@ impl Robot {
         let addr = listener
             .local_addr()
             .unwrap_or_else(|e| panic!("robot addr: {e}"));
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Robot { addr, inner, task }
+        let (scheme, task) = match pki {
+            None => (
+                "http",
+                tokio::spawn(async move {
+                    let _ = axum::serve(listener, app).await;
+                }),
+            ),
+            Some(pki) => {
+                let tls = TlsListener {
+                    tcp: listener,
+                    acceptor: pki.acceptor(),
+                };
+                (
+                    "https",
+                    tokio::spawn(async move {
+                        let _ = axum::serve(tls, app).await;
+                    }),
+                )
+            }
+        };
+        Robot {
+            addr,
+            scheme,
+            inner,
+            task,
+        }
     }
 
     /// The base URL to configure (without the key).
     pub fn url(&self) -> String {
         match self.inner.platform {
-            Platform::Wecom => format!("http://{}/cgi-bin/webhook/send", self.addr),
-            Platform::Dingtalk => format!("http://{}/robot/send", self.addr),
-            Platform::Feishu => format!("http://{}/open-apis/bot/v2/hook/", self.addr),
+            Platform::Wecom => format!("{}://{}/cgi-bin/webhook/send", self.scheme, self.addr),
+            Platform::Dingtalk => format!("{}://{}/robot/send", self.scheme, self.addr),
+            Platform::Feishu => format!("{}://{}/open-apis/bot/v2/hook/", self.scheme, self.addr),
         }
     }
 

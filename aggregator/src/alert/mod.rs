@@ -14,6 +14,8 @@
 pub mod dispatch;
 pub mod model;
 pub mod notify;
+pub mod preview;
+pub mod reload;
 pub mod rules;
 
 use std::path::Path;

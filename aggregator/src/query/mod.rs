@@ -40,6 +40,8 @@ pub(crate) struct ApiState {
     pub rules: crate::alert::rules::RuleBoard,
     /// Alert receivers by name, for the Alertmanager bridge.
     pub receivers: crate::alert::notify::Receivers,
+    /// Config reloads (`POST /-/reload`).
+    pub reloader: crate::alert::reload::Reloader,
 }
 
 /// The routes of the HTTP API.

@@ -254,7 +254,7 @@ fn notification(
 }
 
 /// The pairs every map has with the same value.
-fn common<'a>(mut maps: impl Iterator<Item = &'a Labels>) -> Labels {
+pub(crate) fn common<'a>(mut maps: impl Iterator<Item = &'a Labels>) -> Labels {
     let Some(first) = maps.next() else {
         return Labels::new();
     };

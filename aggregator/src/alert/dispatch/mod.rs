@@ -1,7 +1,7 @@
 //! The dispatcher: Alertmanager's pipeline between the alerts that rules (or
 //! the bridge) put and the receivers. Each alert is matched against the
 //! routing tree ([`route`]), added to one aggregation group per matched
-//! route ([`group`]), and each group is flushed on its timers through
+//! route (`group`), and each group is flushed on its timers through
 //! silences ([`silence`]), inhibition ([`inhibit`]) and the notification log
 //! ([`nflog`]) that decides what is new.
 //!
@@ -11,7 +11,7 @@
 //! [`Clock`] that follows it in tests), so the timers run under paused time.
 //! This module must not evaluate rules or format messages.
 
-mod group;
+pub(crate) mod group;
 pub mod inhibit;
 pub mod nflog;
 pub mod route;

@@ -47,6 +47,11 @@ pub enum Failure {
     },
     /// Bad key, bad signature, malformed message: retrying cannot help.
     Permanent(String),
+    /// The TLS handshake failed, mostly a refused server certificate
+    /// (unknown CA, wrong host name, expired): permanent like
+    /// [`Failure::Permanent`] until the config or the server changes,
+    /// counted apart so operators see it is not the platform refusing.
+    Tls(String),
 }
 
 /// Where a [`Limiter`] delivers: one robot of one platform.

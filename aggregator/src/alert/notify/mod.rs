@@ -7,8 +7,10 @@
 //! limit allows ([`split`]), and hands them to the robot's rate-limited
 //! queue ([`limit`]), whose worker signs and sends them ([`wecom`],
 //! [`dingtalk`], [`feishu`], [`slack`]). The generic [`webhook`] posts the
-//! notification as it is. All share one HTTP client; every
-//! delivery attempt is counted by outcome.
+//! notification as it is. Integrations with the same `tls` and `proxy_url`
+//! share one HTTP client (HTTPS by rustls, see the root Cargo.toml); every
+//! delivery attempt is counted by outcome, a refused certificate as
+//! `tls_error`.
 //!
 //! This module must not decide what to send or when (grouping, waits,
 //! repeats, silences, inhibition happen before); it only delivers, and says
@@ -29,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use mecha_config::{ChatConfig, ChatKind, MentionsConfig, ReceiverConfig, Secret};
+use mecha_config::{ChatConfig, ChatKind, MentionsConfig, ReceiverConfig, Secret, TlsConfig};
 use serde_json::Value;
 
 use crate::alert::model::{AlertStatus, Notification};
@@ -99,10 +101,10 @@ pub fn build_with_metrics(
     if receivers.is_empty() {
         return Ok(HashMap::new());
     }
-    let client = http_client()?;
+    let mut clients = Clients::default();
     let mut out: HashMap<String, Arc<dyn Notifier>> = HashMap::new();
     for r in receivers {
-        let receiver = Receiver::new(r, &client, &metrics.notify)?;
+        let receiver = Receiver::new(r, &mut clients, &metrics.notify)?;
         out.insert(r.name.clone(), Arc::new(receiver));
     }
     Ok(out)
@@ -127,17 +129,84 @@ impl std::fmt::Debug for Receivers {
     }
 }
 
-/// The one HTTP client of the receivers, with pooled connections. Its TLS
-/// is whatever reqwest's workspace features give (see aggregator/Cargo.toml).
-fn http_client() -> Result<reqwest::Client, crate::Error> {
-    reqwest::Client::builder()
+/// The HTTP clients of the receivers, one per distinct `tls` and
+/// `proxy_url`, each with pooled connections.
+#[derive(Default)]
+pub(crate) struct Clients(HashMap<(TlsConfig, Option<String>), reqwest::Client>);
+
+impl Clients {
+    /// The client for `tls` and `proxy`, built on first use.
+    pub(crate) fn get(
+        &mut self,
+        tls: &TlsConfig,
+        proxy: Option<&str>,
+    ) -> Result<reqwest::Client, String> {
+        let key = (tls.clone(), proxy.map(str::to_string));
+        if let Some(c) = self.0.get(&key) {
+            return Ok(c.clone());
+        }
+        let client = http_client(tls, proxy)?;
+        self.0.insert(key, client.clone());
+        Ok(client)
+    }
+}
+
+/// An HTTP client with `tls` and `proxy` (without one, the environment's
+/// `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`).
+fn http_client(tls: &TlsConfig, proxy: Option<&str>) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
-        .user_agent(concat!("mecha/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| crate::Error::Receiver {
-            receiver: "*".into(),
-            reason: format!("http client: {e}"),
-        })
+        .user_agent(concat!("mecha/", env!("CARGO_PKG_VERSION")));
+    if let Some(pem) = tls.ca_pem().map_err(|e| format!("tls.ca_file: {e}"))? {
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("tls.ca_file: expected PEM certificates: {e}"))?;
+        // Only these CAs, as Alertmanager's `ca_file`: an internal
+        // endpoint is not vouched for by a public root.
+        b = b.tls_certs_only(certs);
+    }
+    if tls.insecure_skip_verify {
+        b = b.tls_danger_accept_invalid_certs(true);
+    }
+    if let Some(p) = proxy {
+        // The URL may carry credentials: the error does not quote it.
+        let proxy =
+            reqwest::Proxy::all(p).map_err(|_| "proxy_url: expected a proxy URL".to_string())?;
+        b = b.proxy(proxy);
+    }
+    b.build().map_err(|e| format!("http client: {e}"))
+}
+
+/// What a request that got no answer becomes: a TLS failure (a refused
+/// certificate) is [`Failure::Tls`], anything else (refused connection,
+/// timeout) is retried.
+pub(crate) fn send_failure(e: reqwest::Error) -> Failure {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(err) = source {
+        if let Some(t) = rustls_error(err) {
+            return Failure::Tls(format!("tls: {t}"));
+        }
+        source = err.source();
+    }
+    // Without the URL: it carries the robot's key.
+    Failure::Retryable(e.without_url().to_string())
+}
+
+/// `err` as a rustls error, looking through `io::Error` wrappers (hyper
+/// wraps tokio-rustls' `io::Error` in another one), whose `source` skips
+/// the error they wrap.
+fn rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(t) = err.downcast_ref::<rustls::Error>() {
+        return Some(t);
+    }
+    let mut io = err.downcast_ref::<std::io::Error>()?;
+    for _ in 0..4 {
+        let inner = io.get_ref()?;
+        if let Some(t) = inner.downcast_ref::<rustls::Error>() {
+            return Some(t);
+        }
+        io = inner.downcast_ref::<std::io::Error>()?;
+    }
+    None
 }
 
 /// One chat message ready to be encoded for its platform.
@@ -239,7 +308,7 @@ struct Receiver {
 impl Receiver {
     fn new(
         r: &ReceiverConfig,
-        client: &reqwest::Client,
+        clients: &mut Clients,
         metrics: &NotifyMetrics,
     ) -> Result<Receiver, crate::Error> {
         let fail = |reason: String| crate::Error::Receiver {
@@ -249,7 +318,7 @@ impl Receiver {
         let mut chats = Vec::new();
         for (kind, configs) in r.chats() {
             for (i, c) in configs.iter().enumerate() {
-                let chat = Chat::new(&r.name, kind, i, c, client, metrics)
+                let chat = Chat::new(&r.name, kind, i, c, clients, metrics)
                     .map_err(|e| fail(format!("{}_configs[{i}]: {e}", kind.as_str())))?;
                 chats.push(chat);
             }
@@ -257,7 +326,7 @@ impl Receiver {
         let mut webhooks = Vec::new();
         for (i, w) in r.webhook_configs.iter().enumerate() {
             webhooks.push(
-                webhook::Webhook::new(&r.name, i, w, client, metrics)
+                webhook::Webhook::new(&r.name, i, w, clients, metrics)
                     .map_err(|e| fail(format!("webhook_configs[{i}]: {e}")))?,
             );
         }
@@ -304,7 +373,9 @@ impl Notifier for Receiver {
             for (label, result) in futures::future::join_all(jobs).await {
                 match result {
                     Ok(()) => {}
-                    Err(Failure::Permanent(r)) => permanent.push(format!("{label}: {r}")),
+                    Err(Failure::Permanent(r) | Failure::Tls(r)) => {
+                        permanent.push(format!("{label}: {r}"));
+                    }
                     Err(Failure::Retryable(r) | Failure::RateLimited { reason: r, .. }) => {
                         retryable.push(format!("{label}: {r}"));
                     }
@@ -382,9 +453,10 @@ impl Chat {
         kind: ChatKind,
         index: usize,
         c: &ChatConfig,
-        client: &reqwest::Client,
+        clients: &mut Clients,
         metrics: &NotifyMetrics,
     ) -> Result<Chat, String> {
+        let client = clients.get(&c.tls, c.proxy_url.as_deref())?;
         let text_mode = c.effective_message_type(kind) == "text";
         let key = c.key()?;
         let configured = c.url()?;
@@ -423,7 +495,7 @@ impl Chat {
                 text_mode,
                 url,
                 secret: c.secret()?,
-                client: client.clone(),
+                client,
                 timeout: c.timeout.0,
                 metrics: metrics.clone(),
             }),
@@ -516,7 +588,7 @@ impl Chat {
                 .unwrap_or_else(|_| Err(Failure::Retryable("rate-limit queue stopped".into())));
             if let Err(f) = r {
                 // A permanent failure wins: retrying would not help it.
-                if !matches!(result, Err(Failure::Permanent(_))) {
+                if !matches!(result, Err(Failure::Permanent(_) | Failure::Tls(_))) {
                     result = Err(f);
                 }
             }
@@ -592,8 +664,7 @@ impl ChatSender {
             .send()
             .await;
         let result = match sent {
-            // Without the URL: it carries the robot's key.
-            Err(e) => Err(Failure::Retryable(e.without_url().to_string())),
+            Err(e) => Err(send_failure(e)),
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let retry_after = retry_after(resp.headers());
@@ -695,12 +766,13 @@ pub(crate) fn record(
     let outcome = match result {
         Ok(()) => NotifyOutcome::Success,
         Err(Failure::Permanent(_)) => NotifyOutcome::PermanentError,
+        Err(Failure::Tls(_)) => NotifyOutcome::TlsError,
         Err(_) => NotifyOutcome::RetryableError,
     };
     metrics.attempt(receiver, integration, outcome, took.as_secs_f64());
     match result {
         Ok(()) => metrics.set_failing(receiver, integration, false),
-        Err(Failure::Permanent(reason)) => {
+        Err(Failure::Permanent(reason) | Failure::Tls(reason)) => {
             metrics.set_failing(receiver, integration, true);
             tracing::warn!(receiver, integration, %reason, "alert receiver failing");
         }
@@ -899,10 +971,9 @@ pub(crate) mod tests {
         let config =
             mecha_config::parse("test.yaml", &text, &|_| None).unwrap_or_else(|e| panic!("{e}"));
         let metrics = Metrics::new().unwrap_or_else(|e| panic!("{e}"));
-        let client = http_client().unwrap_or_else(|e| panic!("{e}"));
         let r = Receiver::new(
             &config.aggregator.alerting.receivers[0],
-            &client,
+            &mut Clients::default(),
             &metrics.notify,
         )
         .unwrap_or_else(|e| panic!("{e}"));

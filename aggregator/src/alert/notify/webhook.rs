@@ -40,9 +40,10 @@ impl Webhook {
         receiver: &str,
         index: usize,
         c: &WebhookConfig,
-        client: &reqwest::Client,
+        clients: &mut super::Clients,
         metrics: &NotifyMetrics,
     ) -> Result<Webhook, String> {
+        let client = clients.get(&c.tls, c.proxy_url.as_deref())?;
         let Some(url) = c.url()? else {
             return Err("expected url or url_file".into());
         };
@@ -63,7 +64,7 @@ impl Webhook {
             send_resolved: c.send_resolved,
             max_alerts: c.max_alerts,
             timeout: c.timeout.0,
-            client: client.clone(),
+            client,
             metrics: metrics.clone(),
         })
     }
@@ -102,7 +103,7 @@ impl Webhook {
             }
         };
         let result = match req.send().await {
-            Err(e) => Err(Failure::Retryable(e.without_url().to_string())),
+            Err(e) => Err(super::send_failure(e)),
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let retry_after = super::retry_after(resp.headers());
@@ -154,8 +155,14 @@ mod tests {
     fn webhook(yaml: &str) -> Webhook {
         let c: WebhookConfig = config_of(yaml);
         let metrics = crate::metrics::Metrics::new().unwrap_or_else(|e| panic!("{e}"));
-        Webhook::new("r", 0, &c, &reqwest::Client::new(), &metrics.notify)
-            .unwrap_or_else(|e| panic!("{e}"))
+        Webhook::new(
+            "r",
+            0,
+            &c,
+            &mut crate::alert::notify::Clients::default(),
+            &metrics.notify,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Reads a webhook config through the real config loader.

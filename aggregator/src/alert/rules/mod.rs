@@ -299,18 +299,41 @@ pub struct RuleEngineHandle {
     task: JoinHandle<()>,
 }
 
+/// Reloads the rules of a running engine (config reload); clonable. It
+/// does not keep the engine alive: once the engine's handle is shut down,
+/// a reload fails with [`Error::RulesStopped`].
+#[derive(Debug, Clone)]
+pub struct RuleReloader {
+    commands: mpsc::WeakSender<Command>,
+}
+
+impl RuleReloader {
+    /// See [`RuleEngineHandle::reload`].
+    pub async fn reload(&self, rules: Vec<RuleConfig>) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        let commands = self.commands.upgrade().ok_or(Error::RulesStopped)?;
+        commands
+            .send(Command::Reload(rules, tx))
+            .await
+            .map_err(|_| Error::RulesStopped)?;
+        rx.await.map_err(|_| Error::RulesStopped)?
+    }
+}
+
 impl RuleEngineHandle {
     /// Replaces the rules. A rule with the same name and definition keeps
     /// its alerts and schedule; a changed or removed rule's firing alerts
     /// are sent resolved and its state forgotten. Rules are checked first:
     /// on an error nothing changes.
     pub async fn reload(&self, rules: Vec<RuleConfig>) -> Result<(), Error> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Reload(rules, tx))
-            .await
-            .map_err(|_| Error::RulesStopped)?;
-        rx.await.map_err(|_| Error::RulesStopped)?
+        self.reloader().reload(rules).await
+    }
+
+    /// A clonable handle that reloads the rules.
+    pub fn reloader(&self) -> RuleReloader {
+        RuleReloader {
+            commands: self.commands.downgrade(),
+        }
     }
 
     /// Returns once every evaluation due now has run (tests, shutdown).
@@ -956,17 +979,22 @@ pub(crate) fn base_labels(rule: &RuleConfig) -> Labels {
 }
 
 /// The alerts `rule` would produce, with placeholder group values (`<field>`)
-/// or a placeholder issue, and the threshold as the value: what `mecha
-/// alert preview --rule NAME` renders through the routing and receivers.
-pub fn sample_alerts(rule: &RuleConfig, external_url: &str) -> Result<Vec<Alert>, Error> {
+/// or a placeholder issue, and `value` (default: the threshold) as the
+/// value: what `mecha alert preview --rule NAME` renders through the
+/// routing and receivers.
+pub fn sample_alerts(
+    rule: &RuleConfig,
+    external_url: &str,
+    value: Option<f64>,
+) -> Result<Vec<Alert>, Error> {
     let compiled = CompiledRule::new(rule.clone())?;
     let now = crate::store::days::now_ns();
-    let value = match (rule.kind, rule.on) {
+    let value = value.unwrap_or(match (rule.kind, rule.on) {
         (RuleKind::Log, _) | (RuleKind::Error, Some(ErrorTrigger::EventRate)) => {
             rule.min_count() as f64
         }
         _ => 1.0,
-    };
+    });
     let sample = match rule.kind {
         RuleKind::Log => log::placeholder(rule, value, external_url),
         RuleKind::Error => error::placeholder(rule, value, now, external_url),

@@ -1,0 +1,115 @@
+//! `mecha alert preview --rule NAME`: the sample alerts of one rule, routed
+//! through the configured routing tree as the dispatcher routes them, and
+//! the requests each matched receiver would send for the notification of
+//! their group — sending nothing.
+//!
+//! This module must not send or persist anything.
+
+use std::sync::Arc;
+
+use mecha_config::AlertingConfig;
+
+use crate::Error;
+use crate::alert::dispatch::group::common;
+use crate::alert::dispatch::route::Route;
+use crate::alert::model::{Alert, AlertStatus, Labels, Notification};
+use crate::alert::notify::{self, Notifier, Preview};
+use crate::alert::rules::sample_alerts;
+
+/// What one route would send for the rule's alerts.
+#[derive(Debug, Clone)]
+pub struct RoutedPreview {
+    /// The route's key in group keys (`{}/{severity="critical"}`).
+    pub route: String,
+    /// The receiver it notifies.
+    pub receiver: String,
+    /// The notification the receiver gets.
+    pub notification: Notification,
+    /// The requests it would send.
+    pub requests: Vec<Preview>,
+}
+
+/// Alerts of one aggregation group.
+struct Group {
+    key: String,
+    route: Arc<Route>,
+    labels: Labels,
+    alerts: Vec<Alert>,
+}
+
+/// The preview of rule `name`: its sample alerts (with `value`, default
+/// the threshold) and, per matched route and group, what the receiver
+/// would send. `external_url` is used when the config sets none.
+pub fn rule(
+    config: &AlertingConfig,
+    name: &str,
+    value: Option<f64>,
+    external_url: &str,
+) -> Result<(Vec<Alert>, Vec<RoutedPreview>), Error> {
+    let Some(rule) = config.rules.iter().find(|r| r.name == name) else {
+        let known: Vec<&str> = config.rules.iter().map(|r| r.name.as_str()).collect();
+        return Err(Error::Invalid {
+            what: "rule",
+            reason: format!(
+                "no rule {name:?} in aggregator.alerting.rules; known: {}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        });
+    };
+    let external_url = config.external_url.as_deref().unwrap_or(external_url);
+    let alerts = sample_alerts(rule, external_url, value)?;
+    let Some(route) = &config.route else {
+        return Ok((alerts, Vec::new()));
+    };
+    let root = Route::build(route)?;
+    let receivers = notify::build(&config.receivers)?;
+    // One group per route and group key, in the order routing met them.
+    let mut groups: Vec<Group> = Vec::new();
+    for a in &alerts {
+        for r in root.matching(&a.labels) {
+            let group_labels = r.group_labels(&a.labels);
+            let key = r.group_key(&group_labels);
+            match groups.iter_mut().find(|g| g.key == key) {
+                Some(g) => g.alerts.push(a.clone()),
+                None => groups.push(Group {
+                    key,
+                    route: r,
+                    labels: group_labels,
+                    alerts: vec![a.clone()],
+                }),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for g in groups {
+        let (key, r, group_labels, mut alerts) = (g.key, g.route, g.labels, g.alerts);
+        alerts.sort_by(|a, b| a.labels.cmp(&b.labels));
+        let n = Notification {
+            version: "4".into(),
+            group_key: key,
+            truncated_alerts: 0,
+            status: AlertStatus::Firing,
+            receiver: r.receiver.clone(),
+            group_labels,
+            common_labels: common(alerts.iter().map(|a| &a.labels)),
+            common_annotations: common(alerts.iter().map(|a| &a.annotations)),
+            external_url: external_url.to_string(),
+            alerts,
+        };
+        let requests = receivers
+            .get(&r.receiver)
+            .map(|x: &Arc<dyn Notifier>| x.preview(&n))
+            .unwrap_or_default();
+        out.push(RoutedPreview {
+            route: r.key.clone(),
+            receiver: r.receiver.clone(),
+            notification: n,
+            requests,
+        });
+    }
+    Ok((alerts, out))
+}
