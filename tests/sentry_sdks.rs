@@ -117,7 +117,9 @@ fn wait_for_events(
     let want: BTreeSet<&String> = ids.values().flatten().collect();
     wait_for(
         &format!("the events of project {project} in issues"),
-        Duration::from_secs(30),
+        // A deadline, not a measurement: a debug build beside other heavy
+        // tests once took longer than 30 s to group a Python app's events.
+        Duration::from_secs(90),
         || {
             let (by_event, _) = issues_of(http, project);
             want.iter()
