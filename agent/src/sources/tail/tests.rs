@@ -21,6 +21,8 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 /// A virtual-time limit for anything a test waits for.
 const WAIT: Duration = Duration::from_secs(60);
+/// The step in which `take` waits up to [`WAIT`].
+const STEP: Duration = Duration::from_millis(10);
 
 struct Running {
     handle: TailHandle,
@@ -73,7 +75,11 @@ impl Running {
         let mut got = Vec::new();
         let deadline = tokio::time::Instant::now() + WAIT;
         while got.len() < n {
-            match tokio::time::timeout_at(deadline, self.input.recv()).await {
+            // Short steps rather than one timer at the deadline: paused time
+            // can auto-advance to the next timer in the instant between a
+            // blocking read round finishing and the tail being woken, and with
+            // a single timer that jump was the whole wait (1 run in 100).
+            match tokio::time::timeout(STEP, self.input.recv()).await {
                 Ok(Some(chunk)) => {
                     got.extend(decoded(&chunk));
                     if ack {
@@ -81,6 +87,7 @@ impl Running {
                     }
                 }
                 Ok(None) => return Err(format!("pipeline closed after {} records", got.len())),
+                Err(_) if tokio::time::Instant::now() < deadline => {}
                 Err(_) => {
                     let bodies: Vec<&str> = got.iter().map(|r| r.body.as_str()).collect();
                     return Err(format!(
