@@ -360,6 +360,12 @@ async fn run_syncer(shared: Arc<Shared>, mut requests: mpsc::Receiver<SyncReques
                 }
                 let result = pass(&shared).await;
                 last_pass = Some(Instant::now());
+                // The pass covered whatever a pending deadline was for (writes
+                // and acks made since notify `dirty` again, and re-arm it);
+                // keeping it would run a second pass at once.
+                if result.is_ok() {
+                    deadline = None;
+                }
                 for waiter in waiters {
                     let _ = waiter.send(result.as_ref().map(|_| ()).map_err(BufferError::duplicate));
                 }
