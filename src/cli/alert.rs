@@ -93,7 +93,7 @@ pub fn run(args: AlertArgs) -> anyhow::Result<ExitCode> {
             continue;
         };
         println!("# receiver {name}");
-        let previews = r.preview(&n);
+        let previews = r.preview(&n, chrono::Utc::now());
         if previews.is_empty() {
             println!("(nothing to send: no alert this receiver sends)");
         }
@@ -125,14 +125,19 @@ fn preview_rule(
         Some(addr) => format!("http://{addr}"),
         None => "http://localhost:8080".to_string(),
     };
-    let (alerts, routed) =
-        match mecha_aggregator::alert::preview::rule(alerting, name, value, &external_url) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("{e}");
-                return Ok(ExitCode::from(2));
-            }
-        };
+    let (alerts, routed) = match mecha_aggregator::alert::preview::rule(
+        alerting,
+        name,
+        value,
+        &external_url,
+        chrono::Utc::now(),
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     for a in &alerts {
         let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
         println!("# alert {{{}}}", labels.join(", "));

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use mecha_config::AlertingConfig;
 
 use crate::Error;
@@ -39,12 +40,15 @@ struct Group {
 
 /// The preview of rule `name`: its sample alerts (with `value`, default
 /// the threshold) and, per matched route and group, what the receiver
-/// would send. `external_url` is used when the config sets none.
+/// would send, all as of `now` (one instant, so that what it prints does
+/// not depend on how long it took). `external_url` is used when the config
+/// sets none.
 pub fn rule(
     config: &AlertingConfig,
     name: &str,
     value: Option<f64>,
     external_url: &str,
+    now: DateTime<Utc>,
 ) -> Result<(Vec<Alert>, Vec<RoutedPreview>), Error> {
     let Some(rule) = config.rules.iter().find(|r| r.name == name) else {
         let known: Vec<&str> = config.rules.iter().map(|r| r.name.as_str()).collect();
@@ -61,7 +65,8 @@ pub fn rule(
         });
     };
     let external_url = config.external_url.as_deref().unwrap_or(external_url);
-    let alerts = sample_alerts(rule, external_url, value)?;
+    let now_ns = now.timestamp_nanos_opt().unwrap_or(i64::MAX);
+    let alerts = sample_alerts(rule, external_url, value, now_ns)?;
     let Some(route) = &config.route else {
         return Ok((alerts, Vec::new()));
     };
@@ -102,7 +107,7 @@ pub fn rule(
         };
         let requests = receivers
             .get(&r.receiver)
-            .map(|x: &Arc<dyn Notifier>| x.preview(&n))
+            .map(|x: &Arc<dyn Notifier>| x.preview(&n, now))
             .unwrap_or_default();
         out.push(RoutedPreview {
             route: r.key.clone(),
@@ -112,4 +117,31 @@ pub fn rule(
         });
     }
     Ok((alerts, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_preview_is_rendered_as_of_the_instant_it_is_given() {
+        let yaml = "aggregator:\n  alerting:\n    receivers:\n      - name: chat\n        wecom_configs:\n          - key: k\n    route:\n      receiver: chat\n    rules:\n      - name: Errors\n        type: log\n        query: 'level:error'\n        window: 5m\n        above: 10\n";
+        let config = mecha_config::parse("t.yaml", yaml, &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .aggregator
+            .alerting;
+        // An instant far from the wall clock: any part that read the clock
+        // instead would show another start or a duration other than 0s.
+        let now = DateTime::<Utc>::from_timestamp(1_600_000_000, 0).unwrap_or_default();
+        let (alerts, routed) = rule(&config, "Errors", None, "http://localhost:8080", now)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].starts_at, now);
+        let body = &routed[0].requests[0].body;
+        let text = body.to_string();
+        assert!(
+            text.contains("Started: 2020-09-13 12:26:40 UTC (for 0s)"),
+            "{text}"
+        );
+    }
 }

@@ -50,7 +50,7 @@ impl Notifier for Recorder {
             Ok(())
         })
     }
-    fn preview(&self, _: &Notification) -> Vec<Preview> {
+    fn preview(&self, _: &Notification, _: DateTime<Utc>) -> Vec<Preview> {
         Vec::new()
     }
 }

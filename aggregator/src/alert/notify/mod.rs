@@ -69,9 +69,9 @@ pub trait Notifier: Send + Sync {
     fn send_resolved(&self) -> bool;
     /// Delivers `n` to every integration of the receiver.
     fn notify<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<(), NotifyError>>;
-    /// Exactly what [`Notifier::notify`] would send for `n`, without sending
-    /// it (`mecha alert preview`).
-    fn preview(&self, n: &Notification) -> Vec<Preview>;
+    /// Exactly what [`Notifier::notify`] would send for `n` at `now`,
+    /// without sending it (`mecha alert preview`).
+    fn preview(&self, n: &Notification, now: DateTime<Utc>) -> Vec<Preview>;
 }
 
 /// One request a receiver would send.
@@ -400,8 +400,8 @@ impl Notifier for Receiver {
         })
     }
 
-    fn preview(&self, n: &Notification) -> Vec<Preview> {
-        self.preview_at(n, Utc::now())
+    fn preview(&self, n: &Notification, now: DateTime<Utc>) -> Vec<Preview> {
+        self.preview_at(n, now)
     }
 }
 

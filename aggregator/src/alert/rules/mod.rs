@@ -980,15 +980,15 @@ pub(crate) fn base_labels(rule: &RuleConfig) -> Labels {
 
 /// The alerts `rule` would produce, with placeholder group values (`<field>`)
 /// or a placeholder issue, and `value` (default: the threshold) as the
-/// value: what `mecha alert preview --rule NAME` renders through the
-/// routing and receivers.
+/// value, fired at `now` (ns since the epoch): what `mecha alert preview
+/// --rule NAME` renders through the routing and receivers.
 pub fn sample_alerts(
     rule: &RuleConfig,
     external_url: &str,
     value: Option<f64>,
+    now: i64,
 ) -> Result<Vec<Alert>, Error> {
     let compiled = CompiledRule::new(rule.clone())?;
-    let now = crate::store::days::now_ns();
     let value = value.unwrap_or(match (rule.kind, rule.on) {
         (RuleKind::Log, _) | (RuleKind::Error, Some(ErrorTrigger::EventRate)) => {
             rule.min_count() as f64

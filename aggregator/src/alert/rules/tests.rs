@@ -608,7 +608,14 @@ fn sample_alerts_show_what_each_kind_of_rule_sends() {
     ];
     let mut out = Vec::new();
     for r in &rules {
-        for mut a in sample_alerts(r, "https://mecha.example.com/", None).unwrap() {
+        for mut a in sample_alerts(
+            r,
+            "https://mecha.example.com/",
+            None,
+            crate::store::days::now_ns(),
+        )
+        .unwrap()
+        {
             // Times are "now": fixed for the snapshot.
             a.starts_at = time(0);
             a.ends_at = time(0);
