@@ -15,7 +15,8 @@
 //!   not: `auth` followed by `or` is a word about writing, unless it goes on
 //!   as `authoriz`/`authoris` (`Authorization`, `authorised_by`).
 //! - **By content**, in every string: card numbers (13–19 digits of a card
-//!   network's range, spaces or dashes between, Luhn-valid), the body of PEM
+//!   network's range, spaces or dashes between, Luhn-valid; an integer
+//!   whose digits are one is replaced whole), the body of PEM
 //!   private keys, the password of `scheme://user:password@host`, `Bearer`
 //!   tokens, query parameters with secret names (`?token=...`), session
 //!   cookies in `Cookie`/`Set-Cookie` headers and `request.cookies`, and —
@@ -419,7 +420,12 @@ impl<'o> Scrubber<'o> {
                         }
                     }
                 }
-                Value::Null | Value::Bool(_) | Value::Number(_) => {}
+                Value::Number(n) => {
+                    if is_card_number(n) {
+                        self.replace(value);
+                    }
+                }
+                Value::Null | Value::Bool(_) => {}
             }
         }
     }
@@ -447,10 +453,7 @@ impl<'o> Scrubber<'o> {
             }
             Action::Walk(_) if parent == Ctx::Tags && value.is_string() => {
                 if let Value::String(s) = value {
-                    self.text(s);
-                    // A replacement can be longer than what it replaced;
-                    // normalisation would cut the value on the next pass.
-                    cap_chars(s, MAX_TAG_VALUE_CHARS);
+                    self.tag_text(s);
                 }
             }
             Action::Walk(ctx) => stack.push((value, ctx)),
@@ -599,6 +602,28 @@ impl<'o> Scrubber<'o> {
         }
         if self.count > before {
             cap_chars(text, MAX_STRING_CHARS);
+        }
+    }
+
+    /// Scrubs a tag value and keeps it within the tag length. A replacement
+    /// can be longer than what it replaced, so the value may have to be cut;
+    /// and a cut can leave what a rule takes for a secret (the first digits
+    /// of a long number are a Luhn-valid card one time in ten; JSON text,
+    /// scrubbed as JSON, is plain text once cut). So the cut value is
+    /// scrubbed again, as the next pass would scrub it, until nothing
+    /// changes: scrubbing what was scrubbed must change nothing.
+    fn tag_text(&mut self, text: &mut String) {
+        self.text(text);
+        // Each round only filters more; four are more than any value needs.
+        for _ in 0..4 {
+            if !cap_chars(text, MAX_TAG_VALUE_CHARS) {
+                break;
+            }
+            let before = self.count;
+            self.text(text);
+            if self.count == before {
+                break;
+            }
         }
     }
 
@@ -859,6 +884,23 @@ fn card_len(candidate: &str) -> Option<usize> {
     })
 }
 
+/// Whether an integer is, in its digits, a card number: what the content
+/// rule takes for one in a string. Cards sent as JSON numbers are cards
+/// too, and a number inside JSON text scrubbed as JSON must go as it would
+/// go in the text (else a second pass, over the text cut to a tag's length
+/// and no longer JSON, would find what the first left).
+fn is_card_number(n: &serde_json::Number) -> bool {
+    let Some(digits) = n.as_u64().or_else(|| n.as_i64().map(i64::unsigned_abs)) else {
+        return false;
+    };
+    // Fewer than 13 digits is no card.
+    if digits < 1_000_000_000_000 {
+        return false;
+    }
+    let mut text = digits.to_string();
+    scrub_cards(&mut text) > 0 && text == FILTERED
+}
+
 fn scrub_cards(text: &mut String) -> usize {
     let cards: Vec<Range<usize>> = CARDS
         .find(text)
@@ -1066,6 +1108,43 @@ mod tests {
         }
         // A card followed by more digits is still found.
         assert_eq!(text("4111 1111 1111 1111 2024"), "[Filtered] 2024");
+    }
+
+    #[test]
+    fn integers_that_are_card_numbers_are_scrubbed_whole() {
+        let (e, n) = run(json!({"extra": {
+            "card": 4111111111111111u64,
+            "negative": -4111111111111111i64,
+            "not_luhn": 4111111111111112u64,
+            "millis": 1705314030123u64,
+            "short": 411111111111u64,
+            "float": 4.111111111111111e15,
+        }}));
+        assert_eq!(e["extra"]["card"], FILTERED);
+        assert_eq!(e["extra"]["negative"], FILTERED);
+        assert_eq!(e["extra"]["not_luhn"], 4111111111111112u64);
+        assert_eq!(e["extra"]["millis"], 1705314030123u64);
+        assert_eq!(e["extra"]["short"], 411111111111u64);
+        assert_eq!(e["extra"]["float"], 4.111111111111111e15);
+        assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn a_card_number_in_a_tag_of_json_text_goes_in_one_pass() {
+        // A tag normalisation wrote as JSON text, long enough that scrubbing
+        // it as JSON and cutting it to a tag's length leaves no JSON behind:
+        // the second pass reads it as plain text and must find nothing new.
+        let pem = "-----BEGIN PRIVATE KEY-----\nMII\n-----END PRIVATE KEY-----";
+        let tag = format!(
+            r#"{{"headers":"{pem}","nested":{{"formatted":622430668037360000,"pad":"{}"}}}}"#,
+            "x".repeat(150)
+        );
+        let (once, n) = run(json!({"tags": {"k": tag}}));
+        assert!(n >= 2, "{once}");
+        let text = once["tags"]["k"].as_str().unwrap_or_default();
+        assert!(!text.contains("622430668037360000"), "{text}");
+        let (twice, m) = run(once.clone());
+        assert_eq!((twice, m), (once, 0));
     }
 
     #[test]

@@ -12,19 +12,31 @@
 //! (the same code varied by 5x between runs). What freeing an event costs
 //! is measured on its own, as `drop`.
 //!
-//! Run with `cargo bench --bench sentry_event` (add `-- --quick` for a
-//! short run).
+//! `parse` (the JSON text into an event) and `record` (the processed event
+//! into the record it travels as) complete the steps; `ingest` is all of
+//! them in the endpoint's order, from the gzipped body to the record.
+//!
+//! Run with `cargo bench -p mecha-parsers --bench sentry_event` (add
+//! `-- --quick` for a short run).
 
 use std::hint::black_box;
 
+/// The allocator of the `mecha` binary, so that the figures are the
+/// endpoint's: with glibc's, allocation and freeing weigh differently.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use mecha_parsers::Resource;
 use mecha_parsers::sentry::encoding::{ContentEncoding, decode};
+use mecha_parsers::sentry::envelope::parse_json_object;
 use mecha_parsers::sentry::filter::{FilterOptions, Filters};
-use mecha_parsers::sentry::normalize::{NormalizeContext, normalize};
+use mecha_parsers::sentry::normalize::{NormalizeContext, normalize, user_key};
+use mecha_parsers::sentry::record::event_record;
 use mecha_parsers::sentry::scrub::{ScrubOptions, scrub};
 use serde_json::{Map, Value};
 
-const EVENT: &str = include_str!("../parsers/tests/fixtures/sentry/python_wsgi.json");
+const EVENT: &str = include_str!("../tests/fixtures/sentry/python_wsgi.json");
 
 fn event() -> Map<String, Value> {
     serde_json::from_str(EVENT).unwrap_or_default()
@@ -102,6 +114,37 @@ fn bench(c: &mut Criterion) {
                 1 << 20,
             ))
         });
+    });
+    group.bench_function("parse", |b| {
+        b.iter_batched(
+            || (),
+            |()| black_box(parse_json_object(black_box(EVENT.as_bytes()))),
+            BatchSize::PerIteration,
+        );
+    });
+    let resource = Resource::default();
+    group.bench_function("record", |b| {
+        let mut processed = event();
+        let n = normalize(&mut processed, &cx);
+        scrub(&mut processed, &scrub_opts);
+        b.iter(|| black_box(event_record(&processed, &n, 1, 0, &resource)));
+    });
+    group.bench_function("ingest", |b| {
+        b.iter_batched(
+            || (),
+            |()| {
+                let body = decode(ContentEncoding::Gzip, &gzipped, 1 << 20).ok()?;
+                let mut ev = parse_json_object(&body).ok()?;
+                let mut n = normalize(&mut ev, &cx);
+                if filters.check(&ev).is_some() {
+                    return None;
+                }
+                scrub(&mut ev, &scrub_opts);
+                n.user_key = user_key(&ev);
+                Some(event_record(&ev, &n, 1, 0, &resource))
+            },
+            BatchSize::PerIteration,
+        );
     });
     group.bench_function("drop", |b| {
         let mut processed = event();
