@@ -1,10 +1,35 @@
-//! What the subcommands that talk to the aggregator's HTTP API share: one
-//! request with its error reporting, and clipping of table cells.
+//! What the subcommands that talk to the aggregator's HTTP API share: where
+//! the API is and how to print its answers, one request with its error
+//! reporting, and clipping of table cells.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
+use clap::Args;
 use serde_json::Value;
+
+/// The options of every subcommand that talks to the aggregator's API.
+#[derive(Args, Debug)]
+pub struct ApiArgs {
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Aggregator HTTP API.
+    #[arg(
+        long,
+        env = "MECHA_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub server: String,
+}
+
+impl ApiArgs {
+    /// The URL of `path` (`/api/v1/...`) on the server.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.trim_end_matches('/'))
+    }
+}
 
 /// Sends `request` (to `url`) and returns the JSON answer. An answer other
 /// than 2xx is printed as `mecha <command>: <status>: <reason>` and becomes

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use super::api::{self, clip};
+use super::api::{self, ApiArgs, clip};
 
 /// Arguments of `mecha issues`.
 #[derive(Args, Debug)]
@@ -32,17 +32,8 @@ pub struct IssuesArgs {
     /// Continue after a previous page (its `next`).
     #[arg(long)]
     cursor: Option<String>,
-    /// Print the API's JSON instead of a table.
-    #[arg(long, global = true)]
-    json: bool,
-    /// Aggregator HTTP API.
-    #[arg(
-        long,
-        env = "MECHA_SERVER",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
-    server: String,
+    #[command(flatten)]
+    api: ApiArgs,
 }
 
 /// A change to one issue.
@@ -66,7 +57,7 @@ enum Action {
 }
 
 pub fn run(a: IssuesArgs) -> anyhow::Result<ExitCode> {
-    let base = format!("{}/api/v1/issues", a.server.trim_end_matches('/'));
+    let base = a.api.url("/api/v1/issues");
     let (url, request) = match a.action {
         None => {
             let mut params = vec![
@@ -101,7 +92,7 @@ pub fn run(a: IssuesArgs) -> anyhow::Result<ExitCode> {
         Ok(body) => body,
         Err(code) => return Ok(code),
     };
-    if a.json {
+    if a.api.json {
         println!("{}", serde_json::to_string_pretty(&body)?);
     } else if body.get("issues").is_some() {
         print_table(&body);

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_json::Value;
 
-use super::api::{self, clip};
+use super::api::{self, ApiArgs, clip};
 
 /// Arguments of `mecha search`.
 #[derive(Args, Debug)]
@@ -26,12 +26,8 @@ pub struct SearchArgs {
     /// Most hits to print.
     #[arg(long, short = 'n', default_value_t = 50)]
     limit: usize,
-    /// Print the API's JSON instead of a table.
-    #[arg(long)]
-    json: bool,
-    /// Aggregator HTTP API.
-    #[arg(long, env = "MECHA_SERVER", default_value = "http://127.0.0.1:8080")]
-    server: String,
+    #[command(flatten)]
+    api: ApiArgs,
 }
 
 pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
@@ -45,13 +41,13 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
     if let Some(to) = &a.to {
         params.push(("to", to.clone()));
     }
-    let url = format!("{}/api/v1/logs/search", a.server.trim_end_matches('/'));
+    let url = a.api.url("/api/v1/logs/search");
     let request = reqwest::Client::new().get(&url).query(&params);
     let body = match api::call("search", &url, request)? {
         Ok(body) => body,
         Err(code) => return Ok(code),
     };
-    if a.json {
+    if a.api.json {
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(ExitCode::SUCCESS);
     }

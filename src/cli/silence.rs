@@ -7,24 +7,15 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use super::api::{self, clip};
+use super::api::{self, ApiArgs, clip};
 
 /// Arguments of `mecha silence`.
 #[derive(Args, Debug)]
 pub struct SilenceArgs {
     #[command(subcommand)]
     action: SilenceAction,
-    /// Print the API's JSON instead of a table.
-    #[arg(long, global = true)]
-    json: bool,
-    /// Aggregator HTTP API.
-    #[arg(
-        long,
-        env = "MECHA_SERVER",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
-    server: String,
+    #[command(flatten)]
+    api: ApiArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -68,16 +59,12 @@ pub struct AlertsArgs {
     /// Leave out silenced and inhibited alerts.
     #[arg(long)]
     active: bool,
-    /// Print the API's JSON instead of a table.
-    #[arg(long)]
-    json: bool,
-    /// Aggregator HTTP API.
-    #[arg(long, env = "MECHA_SERVER", default_value = "http://127.0.0.1:8080")]
-    server: String,
+    #[command(flatten)]
+    api: ApiArgs,
 }
 
 pub fn run(a: SilenceArgs) -> anyhow::Result<ExitCode> {
-    let base = format!("{}/api/v1/silences", a.server.trim_end_matches('/'));
+    let base = a.api.url("/api/v1/silences");
     let client = reqwest::Client::new();
     match a.action {
         SilenceAction::Add {
@@ -117,7 +104,7 @@ pub fn run(a: SilenceArgs) -> anyhow::Result<ExitCode> {
                 Ok(v) => v,
                 Err(code) => return Ok(code),
             };
-            if a.json {
+            if a.api.json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!("{}", text(&v, "silenceID"));
@@ -134,7 +121,7 @@ pub fn run(a: SilenceArgs) -> anyhow::Result<ExitCode> {
                 .flatten()
                 .filter(|s| all || s["status"]["state"] != "expired")
                 .collect();
-            if a.json {
+            if a.api.json {
                 println!("{}", serde_json::to_string_pretty(&shown)?);
             } else {
                 print_silences(&shown);
@@ -147,7 +134,7 @@ pub fn run(a: SilenceArgs) -> anyhow::Result<ExitCode> {
                     Ok(v) => v,
                     Err(code) => return Ok(code),
                 };
-                if a.json {
+                if a.api.json {
                     println!("{}", serde_json::to_string_pretty(&v)?);
                 } else {
                     println!("silence {} expired", text(&v, "id"));
@@ -159,7 +146,7 @@ pub fn run(a: SilenceArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn run_alerts(a: AlertsArgs) -> anyhow::Result<ExitCode> {
-    let url = format!("{}/api/v1/alerts", a.server.trim_end_matches('/'));
+    let url = a.api.url("/api/v1/alerts");
     let mut params: Vec<(&str, String)> = Vec::new();
     for m in &a.matchers {
         mecha_config::Matcher::parse(m).map_err(|e| anyhow::anyhow!("matcher {m:?}: {e}"))?;
@@ -174,7 +161,7 @@ pub fn run_alerts(a: AlertsArgs) -> anyhow::Result<ExitCode> {
         Ok(v) => v,
         Err(code) => return Ok(code),
     };
-    if a.json {
+    if a.api.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
