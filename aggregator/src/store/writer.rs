@@ -102,7 +102,16 @@ impl Seen {
 }
 
 /// The ascending runs `(first, last)` of one stream's offsets in a batch.
-type Runs = Vec<(u64, u64)>;
+#[derive(Default)]
+struct Runs {
+    runs: Vec<(u64, u64)>,
+    /// Whether the stream's latest record in the batch ended the last run:
+    /// only then may a higher offset extend it. Past [`MAX_BATCH_RUNS`]
+    /// records claim nothing, and a run stretched over them and on to a
+    /// higher offset would claim lines the batch never held, and drop them
+    /// when they came.
+    open: bool,
+}
 
 /// Ascending runs kept per stream within one batch (an agent's batch has one,
 /// or two after a restart); bounds the repeat check of a hostile batch.
@@ -379,15 +388,18 @@ impl Writer {
                 // the batch carries them twice. Taking them for repeats would
                 // claim them seen, and their first copy, in a batch that
                 // arrives later, would then be dropped too.
-                let repeat = runs.iter().any(|&(a, b)| a <= o && o <= b);
-                let full = runs.len() >= MAX_BATCH_RUNS;
-                match runs.last_mut() {
-                    Some(run) if o > run.1 => run.1 = o,
+                let repeat = runs.runs.iter().any(|&(a, b)| a <= o && o <= b);
+                let full = runs.runs.len() >= MAX_BATCH_RUNS;
+                match runs.runs.last_mut() {
+                    Some(run) if o > run.1 && runs.open => run.1 = o,
                     // Past the cap (only a sender going back and forth gets
                     // there) a record claims nothing: a later copy of it may
                     // be indexed again, but nothing is taken for seen unseen.
-                    _ if full => {}
-                    _ => runs.push((o, o)),
+                    _ if full => runs.open = false,
+                    _ => {
+                        runs.runs.push((o, o));
+                        runs.open = true;
+                    }
                 }
                 let seen = self
                     .pending_hwm(day)
@@ -407,7 +419,7 @@ impl Writer {
         }
         for ((day, stream), runs) in covered {
             let seen = self.pending_hwm(day).entry(stream.to_string()).or_default();
-            for (first, last) in runs {
+            for (first, last) in runs.runs {
                 seen.insert(first, last);
             }
         }
@@ -710,6 +722,31 @@ mod tests {
             .write_batches(vec![(1..=4).map(line).collect()])
             .unwrap();
         assert_eq!((o[0].accepted, o[0].duplicates), (0, 4));
+    }
+
+    #[test]
+    fn past_the_run_cap_a_batch_claims_no_line_it_did_not_hold() {
+        let dir = tempdir();
+        let (store, mut writer) = open_store(dir.path());
+        let t = today_start_ns() + HOUR_NS;
+        let line = |o: u64| at(record(t, Severity::Info, "a", &format!("at{o}")), "f", o);
+        // A sender going back and forth: each run starts below every one
+        // before it, so the batch holds MAX_BATCH_RUNS runs ...
+        let mut batch = Vec::new();
+        for k in 0..MAX_BATCH_RUNS as u64 {
+            batch.push(line(100_000 - k * 1000));
+            batch.push(line(100_000 - k * 1000 + 100));
+        }
+        // ... then goes back once more (a repeat, claiming nothing) and
+        // jumps far ahead: that line must not stretch the last run over the
+        // lines in between, which the batch never held.
+        batch.push(line(37_000));
+        batch.push(line(900_000));
+        let o = writer.write_batches(vec![batch]).unwrap();
+        assert_eq!((o[0].accepted, o[0].duplicates), (129, 1));
+        let o = writer.write_batches(vec![vec![line(500_000)]]).unwrap();
+        assert_eq!((o[0].accepted, o[0].duplicates), (1, 0));
+        assert_eq!(total(&store, "at500000", t), 1);
     }
 
     #[test]
