@@ -690,6 +690,44 @@ mod tests {
         Ok(())
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_requested_pass_takes_the_place_of_a_pending_background_one() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let interval = Duration::from_secs(3600);
+        let options = BufferOptions {
+            fsync_interval: interval,
+            ..opts(dir.path())
+        };
+        let (buffer, reader, _) = DiskBuffer::open(options).await?;
+        written(&buffer, b"zero").await?;
+        buffer.sync().await?;
+        let t0 = Instant::now();
+        // A write arms the background pass for an interval after that one ...
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        written(&buffer, b"one").await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // ... and a requested pass covers it first.
+        buffer.sync().await?;
+        let synced = Instant::now();
+        next(&reader).await?;
+        next(&reader).await?;
+        reader.ack(2);
+        // The acknowledgement waits a whole interval after the requested
+        // pass: the background pass it replaced does not run at its old time.
+        tokio::time::sleep_until(t0 + interval + Duration::from_secs(1)).await;
+        assert_eq!(
+            super::super::ackfile::load(dir.path()),
+            super::super::AckFileState::Missing
+        );
+        // Then it is persisted: dropping the old deadline left nothing unsynced.
+        tokio::time::sleep_until(synced + interval + Duration::from_secs(1)).await;
+        assert_eq!(
+            super::super::ackfile::load(dir.path()),
+            super::super::AckFileState::Loaded(2)
+        );
+        Ok(())
+    }
+
     #[tokio::test]
     async fn a_group_stops_at_the_first_payload_that_does_not_fit() -> TestResult {
         let dir = tempfile::tempdir()?;
