@@ -114,6 +114,8 @@ pub struct AgentMetrics {
     pub sentry_events_accepted: IntCounter,
     /// Sentry bodies that failed to decompress, by encoding.
     pub sentry_decompression_errors: IntCounterVec,
+    /// Open connections of the Sentry endpoint.
+    pub sentry_connections: IntGauge,
     /// Pods in the Kubernetes cache (deleted ones kept for `delay_deletion`
     /// included).
     pub kube_cache_pods: IntGauge,
@@ -241,6 +243,10 @@ impl AgentMetrics {
                 "Sentry request bodies that failed to decompress, by encoding",
                 &["encoding"],
             ),
+            sentry_connections: gauge(
+                "mecha_sentry_connections",
+                "Open connections of the Sentry endpoint (at most agent.sentry.limits.max_connections)",
+            ),
             kube_cache_pods: gauge(
                 "mecha_kube_cache_pods",
                 "Pods in the Kubernetes metadata cache",
@@ -304,6 +310,7 @@ impl AgentMetrics {
             Box::new(self.sentry_items.clone()),
             Box::new(self.sentry_events_accepted.clone()),
             Box::new(self.sentry_decompression_errors.clone()),
+            Box::new(self.sentry_connections.clone()),
             Box::new(self.kube_cache_pods.clone()),
             Box::new(self.kube_cache_namespaces.clone()),
             Box::new(self.kube_watch_restarts.clone()),

@@ -216,6 +216,13 @@ pub struct SentryLimits {
     /// Tag values longer than this many characters are cut. Default 200.
     #[serde(default = "default_max_tag_value")]
     pub max_tag_value_chars: usize,
+    /// Most connections open at once (each holds buffers, and with the
+    /// PROXY protocol a task reading its header). Past it, new connections
+    /// wait in the kernel's accept queue until one closes, and each that
+    /// waits is counted in `mecha_component_errors_total{component="sentry",
+    /// kind="connection_limit"}`. Default 1024.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for SentryLimits {
@@ -226,6 +233,7 @@ impl Default for SentryLimits {
             max_event_bytes: default_max_event(),
             max_envelope_items: default_max_items(),
             max_tag_value_chars: default_max_tag_value(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -256,6 +264,9 @@ fn default_max_envelope() -> ByteSize {
 }
 fn default_max_event() -> ByteSize {
     ByteSize(1 << 20)
+}
+fn default_max_connections() -> usize {
+    1024
 }
 fn default_max_items() -> usize {
     1000
@@ -359,11 +370,16 @@ impl SentryConfig {
                 ));
             }
         }
-        if l.max_envelope_items == 0 {
-            return Err(fail(
-                format!("{base}.limits.max_envelope_items"),
-                "expected at least 1, found 0".into(),
-            ));
+        for (key, v) in [
+            ("max_envelope_items", l.max_envelope_items),
+            ("max_connections", l.max_connections),
+        ] {
+            if v == 0 {
+                return Err(fail(
+                    format!("{base}.limits.{key}"),
+                    "expected at least 1, found 0".into(),
+                ));
+            }
         }
         if self.queue_events == 0 {
             return Err(fail(
@@ -426,6 +442,7 @@ mod tests {
         assert_eq!(s.limits.max_request_bytes.0, 20 << 20);
         assert_eq!(s.limits.max_envelope_bytes.0, 100 << 20);
         assert_eq!(s.limits.max_event_bytes.0, 1 << 20);
+        assert_eq!(s.limits.max_connections, 1024);
         assert!(s.scrub.enabled && s.filters.browser_extensions && !s.filters.localhost);
         assert_eq!(s.cors_origins, vec!["*".to_string()]);
     }
@@ -500,6 +517,11 @@ mod tests {
                 "agent:\n  sentry:\n    limits:\n      max_event_bytes: 200MiB\n",
                 4,
                 "agent.sentry.limits.max_event_bytes",
+            ),
+            (
+                "agent:\n  sentry:\n    limits:\n      max_connections: 0\n",
+                4,
+                "agent.sentry.limits.max_connections",
             ),
             (
                 "agent:\n  sentry:\n    listen: nowhere\n",

@@ -6,6 +6,10 @@
 //! cannot hold up the connections behind it. A connection whose header is
 //! missing, malformed or late is closed and counted. The header is read in
 //! bounded pieces; bytes after it are handed to HTTP unchanged.
+//!
+//! At most `max_connections` are open at once, header reads included: past
+//! that the loop stops accepting until one closes, so that a flood of
+//! connections queues in the kernel rather than in the agent's memory.
 
 use std::io;
 use std::net::SocketAddr;
@@ -17,9 +21,10 @@ use std::time::Duration;
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
 use ppp::{HeaderResult, PartialResult, v1, v2};
+use prometheus::IntGauge;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::Shutdown;
 use crate::metrics::AgentMetrics;
@@ -51,6 +56,31 @@ pub struct Conn {
     prefix: Vec<u8>,
     at: usize,
     inner: TcpStream,
+    _slot: Slot,
+}
+
+/// One of the `max_connections`, held for as long as the connection is
+/// open (hyper drops the connection when it ends).
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    open: IntGauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+/// How connections are accepted.
+#[derive(Debug, Clone, Copy)]
+pub struct Accepting {
+    /// Every connection must begin with a PROXY header ...
+    pub proxy_protocol: bool,
+    /// ... sent within this long.
+    pub timeout: Duration,
+    /// Most connections open at once.
+    pub max_connections: usize,
 }
 
 impl AsyncRead for Conn {
@@ -95,12 +125,10 @@ pub struct SentryListener {
 }
 
 impl SentryListener {
-    /// Starts accepting on `listener`; with `proxy_protocol`, every
-    /// connection must begin with a PROXY header sent within `timeout`.
+    /// Starts accepting on `listener` as `how` says.
     pub fn start(
         listener: TcpListener,
-        proxy_protocol: bool,
-        timeout: Duration,
+        how: Accepting,
         metrics: Arc<AgentMetrics>,
         shutdown: Shutdown,
     ) -> io::Result<SentryListener> {
@@ -108,26 +136,19 @@ impl SentryListener {
         // A short queue: accepted connections wait here only until hyper
         // takes them.
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(accept_loop(
-            listener,
-            proxy_protocol,
-            timeout,
-            tx,
-            metrics,
-            shutdown,
-        ));
+        tokio::spawn(accept_loop(listener, how, tx, metrics, shutdown));
         Ok(SentryListener { rx, local })
     }
 }
 
 async fn accept_loop(
     listener: TcpListener,
-    proxy_protocol: bool,
-    timeout: Duration,
+    how: Accepting,
     tx: mpsc::Sender<(Conn, Peer)>,
     metrics: Arc<AgentMetrics>,
     shutdown: Shutdown,
 ) {
+    let slots = Arc::new(Semaphore::new(how.max_connections.max(1)));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -142,12 +163,35 @@ async fn accept_loop(
                 continue;
             }
         };
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                metrics
+                    .errors
+                    .with_label_values(&[super::COMPONENT, "connection_limit"])
+                    .inc();
+                tracing::debug!(peer = %tcp, max = how.max_connections, "sentry: connection limit reached; waiting for one to close");
+                tokio::select! {
+                    p = slots.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    },
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        };
+        metrics.sentry_connections.inc();
+        let slot = Slot {
+            _permit: permit,
+            open: metrics.sentry_connections.clone(),
+        };
         let _ = stream.set_nodelay(true);
-        if !proxy_protocol {
+        if !how.proxy_protocol {
             let conn = Conn {
                 prefix: Vec::new(),
                 at: 0,
                 inner: stream,
+                _slot: slot,
             };
             if tx.send((conn, Peer { tcp, proxied: None })).await.is_err() {
                 return;
@@ -157,7 +201,7 @@ async fn accept_loop(
         let tx = tx.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(timeout, read_proxy_header(stream)).await {
+            match tokio::time::timeout(how.timeout, read_proxy_header(stream, slot)).await {
                 Ok(Ok((conn, proxied))) => {
                     let _ = tx.send((conn, Peer { tcp, proxied })).await;
                 }
@@ -206,9 +250,13 @@ impl Connected<IncomingStream<'_, SentryListener>> for Peer {
     }
 }
 
-/// Reads a PROXY header off `stream`; returns the connection positioned
-/// after it and the source address it names (`None` for `LOCAL` / `UNKNOWN`).
-async fn read_proxy_header(mut stream: TcpStream) -> io::Result<(Conn, Option<SocketAddr>)> {
+/// Reads a PROXY header off `stream`; returns the connection (holding
+/// `slot`) positioned after it and the source address it names (`None` for
+/// `LOCAL` / `UNKNOWN`).
+async fn read_proxy_header(
+    mut stream: TcpStream,
+    slot: Slot,
+) -> io::Result<(Conn, Option<SocketAddr>)> {
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 256];
     loop {
@@ -234,6 +282,7 @@ async fn read_proxy_header(mut stream: TcpStream) -> io::Result<(Conn, Option<So
                     prefix: buf.split_off(len.min(buf.len())),
                     at: 0,
                     inner: stream,
+                    _slot: slot,
                 };
                 return Ok((conn, source));
             }
@@ -390,7 +439,13 @@ mod tests {
                 .await;
         });
         let (stream, _) = l.accept().await.unwrap_or_else(|e| panic!("{e}"));
-        let (mut conn, source) = read_proxy_header(stream)
+        let slot = Slot {
+            _permit: Arc::new(Semaphore::new(1))
+                .try_acquire_owned()
+                .unwrap_or_else(|e| panic!("{e}")),
+            open: IntGauge::new("open", "open").unwrap_or_else(|e| panic!("{e}")),
+        };
+        let (mut conn, source) = read_proxy_header(stream, slot)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(

@@ -131,8 +131,11 @@ pub async fn start(
     })?;
     let listener = listener::SentryListener::start(
         tcp,
-        config.proxy_protocol,
-        config.proxy_protocol_timeout.0,
+        listener::Accepting {
+            proxy_protocol: config.proxy_protocol,
+            timeout: config.proxy_protocol_timeout.0,
+            max_connections: config.limits.max_connections,
+        },
         metrics,
         shutdown.clone(),
     )

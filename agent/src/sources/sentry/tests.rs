@@ -622,13 +622,9 @@ fn http_envelope(extra_headers: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-#[tokio::test]
-async fn the_listener_takes_the_proxy_header_and_closes_connections_without_one() {
-    let config = SentryConfig {
-        proxy_protocol: true,
-        proxy_protocol_timeout: mecha_config::Duration(std::time::Duration::from_millis(300)),
-        ..SentryConfig::default()
-    };
+/// The endpoint on a free port of loopback, over a pipeline that
+/// acknowledges every chunk.
+async fn endpoint(config: &SentryConfig) -> (SentryHandle, Arc<AgentMetrics>, crate::Shutdown) {
     let metrics = Arc::new(AgentMetrics::new());
     let (output, mut input) = pipeline::channel(4, metrics.clone(), pipeline::ChunkCodec::Raw);
     tokio::spawn(async move {
@@ -639,7 +635,7 @@ async fn the_listener_takes_the_proxy_header_and_closes_connections_without_one(
     let shutdown = crate::Shutdown::new();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
     let handle = start(
-        &config,
+        config,
         any,
         None,
         None,
@@ -649,6 +645,26 @@ async fn the_listener_takes_the_proxy_header_and_closes_connections_without_one(
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
+    (handle, metrics, shutdown)
+}
+
+/// Waits (up to a minute) until `done` holds.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_listener_takes_the_proxy_header_and_closes_connections_without_one() {
+    let config = SentryConfig {
+        proxy_protocol: true,
+        proxy_protocol_timeout: mecha_config::Duration(std::time::Duration::from_millis(300)),
+        ..SentryConfig::default()
+    };
+    let (handle, metrics, shutdown) = endpoint(&config).await;
     let addr = handle.addr();
     let mut with_v1 = b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 9000\r\n".to_vec();
     with_v1.extend(http_envelope(""));
@@ -695,4 +711,45 @@ fn metric_in(text: &str, series: &str) -> u64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn connections_past_the_limit_wait_until_one_closes() {
+    let mut config = SentryConfig::default();
+    config.limits.max_connections = 2;
+    let (handle, metrics, shutdown) = endpoint(&config).await;
+    let addr = handle.addr();
+    let open = || metric_in(&metrics.render(), "mecha_sentry_connections");
+    let waited = || {
+        metric_in(
+            &metrics.render(),
+            "mecha_component_errors_total{component=\"sentry\",kind=\"connection_limit\"}",
+        )
+    };
+    // Two idle keep-alive connections hold both slots.
+    let first = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _second = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    until("two connections open", || open() == 2).await;
+    // A third is queued, not served, ...
+    let request = http_envelope("");
+    let third = tokio::spawn(async move { raw_exchange(addr, &request).await });
+    until("the third connection to wait", || waited() == 1).await;
+    assert!(!third.is_finished());
+    assert_eq!(open(), 2);
+    // ... until one of the others closes.
+    drop(first);
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(60), third)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // The third closed after its answer (`Connection: close`).
+    until("one connection open", || open() == 1).await;
+    assert_eq!(waited(), 1);
+    shutdown.cancel();
+    handle.join().await;
 }
