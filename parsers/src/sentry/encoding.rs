@@ -94,12 +94,15 @@ pub fn decode(
             }
             Ok(input.to_vec())
         }
-        ContentEncoding::Gzip => bounded(
-            flate2::bufread::MultiGzDecoder::new(input),
-            name,
-            input,
-            limit,
-        ),
+        ContentEncoding::Gzip => match gunzip_whole(input, limit) {
+            Some(out) => Ok(out),
+            None => bounded(
+                flate2::bufread::MultiGzDecoder::new(input),
+                name,
+                input,
+                limit,
+            ),
+        },
         ContentEncoding::Deflate if looks_like_zlib(input) => {
             bounded(flate2::bufread::ZlibDecoder::new(input), name, input, limit)
         }
@@ -123,6 +126,36 @@ pub fn decode(
             bounded(d, name, input, limit)
         }
     }
+}
+
+/// Largest body [`gunzip_whole`] inflates: past it the streaming decoder,
+/// which holds no more than the output, is worth what it costs.
+const WHOLE_GZIP_MAX: usize = 1 << 20;
+
+/// A gzip body inflated in one call, into a buffer of the size its trailer
+/// names (ISIZE), when that is at most `limit` and [`WHOLE_GZIP_MAX`]. Most
+/// SDK bodies are one small member, and one call costs about two thirds of
+/// streaming them. `None` whenever anything is off (a trailer that lies,
+/// several members, corrupt data): the streaming decoder then decides and
+/// names the error.
+fn gunzip_whole(input: &[u8], limit: usize) -> Option<Vec<u8>> {
+    let trailer = input.get(input.len().checked_sub(8)?..)?;
+    let (crc, size) = trailer.split_at(4);
+    let crc = u32::from_le_bytes(crc.try_into().ok()?);
+    let size = usize::try_from(u32::from_le_bytes(size.try_into().ok()?)).ok()?;
+    if size > limit.min(WHOLE_GZIP_MAX) {
+        return None;
+    }
+    let mut out = vec![0u8; size];
+    let n = libdeflater::Decompressor::new()
+        .gzip_decompress(input, &mut out)
+        .ok()?;
+    // libdeflate reads the first member only and checks it against its own
+    // trailer. A body of several members ends with the trailer of the last:
+    // output matching it in size and CRC is the whole body.
+    let mut check = flate2::Crc::new();
+    check.update(&out);
+    (n == size && check.sum() == crc).then_some(out)
 }
 
 /// A zlib stream starts with a CMF byte for deflate (method 8) and a
@@ -268,6 +301,8 @@ mod tests {
 
     #[test]
     fn concatenated_gzip_members_and_zstd_frames_are_all_read() {
+        // Members of one size: the first alone matches the last's trailer
+        // in size, not in CRC, so it is not taken for the whole body.
         let mut g = gzip(b"ab");
         g.extend(gzip(b"cd"));
         assert_eq!(
@@ -279,6 +314,27 @@ mod tests {
         assert_eq!(
             decode(ContentEncoding::Zstd, &z, 10).as_deref(),
             Ok(&b"abcd"[..])
+        );
+    }
+
+    #[test]
+    fn gzip_bodies_whose_trailer_lies_are_corrupt_and_big_ones_still_read() {
+        // A trailer naming another size or CRC is corrupt data, not a cut body.
+        for at in [1, 5] {
+            let mut lying = gzip(&[b'x'; 1000]);
+            let n = lying.len();
+            lying[n - at] ^= 0x01;
+            let e = decode(ContentEncoding::Gzip, &lying, 1 << 20);
+            assert!(
+                matches!(&e, Err(ParseError::Malformed { reason, .. }) if reason.starts_with("gzip")),
+                "{e:?}"
+            );
+        }
+        // Past the one-call size, the stream is read as before.
+        let big = vec![b'y'; WHOLE_GZIP_MAX + 1];
+        assert_eq!(
+            decode(ContentEncoding::Gzip, &gzip(&big), 2 << 20).map(|v| v.len()),
+            Ok(big.len())
         );
     }
 
