@@ -548,9 +548,7 @@ impl ReloadMetrics {
 }
 
 fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+    crate::store::days::now_ns() as f64 / 1e9
 }
 
 /// Metrics of the alert receivers and the Alertmanager bridge.

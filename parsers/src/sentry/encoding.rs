@@ -143,7 +143,13 @@ fn gunzip_whole(input: &[u8], limit: usize) -> Option<Vec<u8>> {
     let (crc, size) = trailer.split_at(4);
     let crc = u32::from_le_bytes(crc.try_into().ok()?);
     let size = usize::try_from(u32::from_le_bytes(size.try_into().ok()?)).ok()?;
-    if size > limit.min(WHOLE_GZIP_MAX) {
+    // Deflate expands at most 1032 to 1: a trailer claiming more of a
+    // single member lies, and must not size a buffer.
+    if size
+        > limit
+            .min(WHOLE_GZIP_MAX)
+            .min(input.len().saturating_mul(1032))
+    {
         return None;
     }
     let mut out = vec![0u8; size];

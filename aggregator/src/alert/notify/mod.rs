@@ -336,18 +336,6 @@ impl Receiver {
             webhooks,
         })
     }
-
-    /// What the receiver would send for `n` as of `now`.
-    fn preview_at(&self, n: &Notification, now: DateTime<Utc>) -> Vec<Preview> {
-        let mut out = Vec::new();
-        for c in &self.chats {
-            out.extend(c.preview(n, now));
-        }
-        for w in &self.webhooks {
-            out.extend(w.preview(n));
-        }
-        out
-    }
 }
 
 impl Notifier for Receiver {
@@ -401,7 +389,14 @@ impl Notifier for Receiver {
     }
 
     fn preview(&self, n: &Notification, now: DateTime<Utc>) -> Vec<Preview> {
-        self.preview_at(n, now)
+        let mut out = Vec::new();
+        for c in &self.chats {
+            out.extend(c.preview(n, now));
+        }
+        for w in &self.webhooks {
+            out.extend(w.preview(n));
+        }
+        out
     }
 }
 
@@ -977,7 +972,7 @@ pub(crate) mod tests {
             &metrics.notify,
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        r.preview_at(n, now())
+        r.preview(n, now())
     }
 
     /// The previews of `n` as a snapshot: URL, then the body pretty-printed.
