@@ -14,8 +14,20 @@ use tokio::sync::mpsc;
 
 use crate::metrics::AgentMetrics;
 
-/// Called once when every record of a chunk is safe downstream.
-pub type AckFn = Box<dyn FnOnce() + Send + 'static>;
+/// Called once when a chunk's records are settled: safe downstream, or
+/// dropped by policy. Either way its source may move past them; a client
+/// waiting for them learns which.
+pub type AckFn = Box<dyn FnOnce(Settled) + Send + 'static>;
+
+/// What became of a chunk's records when its acknowledgement runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Safe downstream (committed by the aggregator, or durable here).
+    Kept,
+    /// Dropped by policy (a full buffer under `drop_newest`, a chunk larger
+    /// than the buffer takes) and counted: nothing was kept.
+    Dropped,
+}
 
 /// How a chunk's request bytes are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,9 +131,19 @@ impl Chunk {
     }
 
     /// Marks the chunk as safe downstream, releasing its source position.
-    pub fn ack(mut self) {
+    pub fn ack(self) {
+        self.settle(Settled::Kept);
+    }
+
+    /// Marks the chunk as dropped by policy: its source may move past it,
+    /// but a client waiting for it is told nothing was kept.
+    pub fn discard(self) {
+        self.settle(Settled::Dropped);
+    }
+
+    fn settle(mut self, settled: Settled) {
         if let Some(f) = self.on_ack.take() {
-            f();
+            f(settled);
         }
     }
 }

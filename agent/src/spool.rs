@@ -14,7 +14,9 @@
 //!
 //! The sources then never wait for the aggregator: while it is away the buffer
 //! grows, up to `max_size`, and then sources wait (`block`) or new chunks are
-//! dropped and counted (`drop_newest`). When a write fails (disk full, read-only
+//! dropped and counted (`drop_newest`); a dropped chunk is settled as
+//! [`pipeline::Settled::Dropped`], so files move past its lines while a push
+//! source tells its client the events were not stored. When a write fails (disk full, read-only
 //! data dir) the writer reports it on `/ready`, holds the chunk and retries;
 //! the sources wait behind it, so the files are the buffer until space returns.
 //!
@@ -333,8 +335,9 @@ async fn append_one(
                     .discarded
                     .with_label_values(&[COMPONENT, reason::BUFFER_FULL])
                     .inc_by(chunk.records as u64);
-                // Dropped by policy: the source may move past these lines.
-                chunk.ack();
+                // Dropped by policy: the source may move past these lines,
+                // and a client waiting for them is told they were not kept.
+                chunk.discard();
                 return true;
             }
             Err(e @ BufferError::TooLarge { .. }) => {
@@ -343,7 +346,7 @@ async fn append_one(
                     .with_label_values(&[COMPONENT, reason::BUFFER_TOO_LARGE])
                     .inc_by(chunk.records as u64);
                 tracing::error!(error = %e, records = chunk.records, "buffer: chunk dropped");
-                chunk.ack();
+                chunk.discard();
                 return true;
             }
             Err(e) => {
@@ -388,7 +391,7 @@ async fn finish(
 fn release(pending: &mut Pending, durable: u64) {
     while pending.front().is_some_and(|(seq, _)| *seq <= durable) {
         if let Some((_, Some(ack))) = pending.pop_front() {
-            ack();
+            ack(pipeline::Settled::Kept);
         }
     }
 }
@@ -416,7 +419,7 @@ async fn read(
                     metrics.discard(COMPONENT, reason::BUFFER_CORRUPT);
                 }
                 let r = reader.clone();
-                let ack: pipeline::AckFn = Box::new(move || r.ack(seq));
+                let ack: pipeline::AckFn = Box::new(move |_| r.ack(seq));
                 let chunk = Chunk::encoded(request, encoding, raw, records, Some(ack));
                 if output.send(chunk).await.is_err() {
                     return; // the forwarder stopped
@@ -472,7 +475,7 @@ mod tests {
         Chunk::new(
             request,
             1,
-            Some(Box::new(move || {
+            Some(Box::new(move |_| {
                 a.fetch_add(1, Ordering::SeqCst);
             })),
         )
@@ -621,7 +624,7 @@ mod tests {
                 let c = Chunk::new(
                     request,
                     1,
-                    Some(Box::new(move || {
+                    Some(Box::new(move |_| {
                         order.lock().unwrap_or_else(|e| e.into_inner()).push(i)
                     })),
                 )
@@ -655,9 +658,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn drop_newest_acks_and_counts_what_does_not_fit() {
+    async fn drop_newest_settles_what_does_not_fit_as_dropped_and_counts_it() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let acked = Arc::new(AtomicUsize::new(0));
+        let settled = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut options = BufferOptions::new(dir.path());
         options.max_size = 200;
         options.segment_bytes = 200;
@@ -665,13 +668,32 @@ mod tests {
         let r = start(options).await;
         let big = "x".repeat(120);
         for _ in 0..3 {
-            assert!(r.out.send(chunk(&big, &acked)).await.is_ok());
+            let mut request = Vec::new();
+            encode_logs_wire(&[LogRecord::new(big.as_str(), 1)], &mut request);
+            let s = settled.clone();
+            let ack: pipeline::AckFn =
+                Box::new(move |how| s.lock().unwrap_or_else(|e| e.into_inner()).push(how));
+            assert!(r.out.send(Chunk::new(request, 1, Some(ack))).await.is_ok());
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while acked.load(Ordering::SeqCst) < 3 && tokio::time::Instant::now() < deadline {
+        let outcomes = loop {
+            let got = settled.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if got.len() == 3 || tokio::time::Instant::now() > deadline {
+                break got;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(acked.load(Ordering::SeqCst), 3);
+        };
+        // The first fits and is kept; the two that don't are settled as
+        // dropped, so a push source answers that they were not stored.
+        let count = |how| outcomes.iter().filter(|o| **o == how).count();
+        assert_eq!(
+            (
+                count(pipeline::Settled::Kept),
+                count(pipeline::Settled::Dropped)
+            ),
+            (1, 2),
+            "{outcomes:?}"
+        );
         let text = r.metrics.render();
         assert!(
             text.contains(

@@ -436,7 +436,7 @@ mod tests {
         ));
         for i in 0..3 {
             let acked = acked.clone();
-            let ack: pipeline::AckFn = Box::new(move || {
+            let ack: pipeline::AckFn = Box::new(move |_| {
                 acked.fetch_add(1, Ordering::SeqCst);
             });
             let body = format!("line {i}");
@@ -469,7 +469,7 @@ mod tests {
         };
         let _task = tokio::spawn(run(input, down.clone(), opts, metrics, shutdown));
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let ack: pipeline::AckFn = Box::new(move || {
+        let ack: pipeline::AckFn = Box::new(move |_| {
             let _ = tx.send(tokio::time::Instant::now());
         });
         let start = tokio::time::Instant::now();
@@ -532,7 +532,7 @@ mod tests {
         for body in bodies {
             let a = acked.clone();
             let b = (*body).to_string();
-            let ack: pipeline::AckFn = Box::new(move || {
+            let ack: pipeline::AckFn = Box::new(move |_| {
                 if let Ok(mut v) = a.lock() {
                     v.push(b);
                 }
@@ -580,7 +580,7 @@ mod tests {
             shutdown.clone(),
         ));
         let a = acked.clone();
-        let ack: pipeline::AckFn = Box::new(move || {
+        let ack: pipeline::AckFn = Box::new(move |_| {
             a.fetch_add(1, Ordering::SeqCst);
         });
         assert!(out.send(chunk(&["x"], Some(ack))).await.is_ok());

@@ -17,7 +17,7 @@ use mecha_parsers::LogRecord;
 use mecha_parsers::otlp::LogsEncoder;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use crate::pipeline::{Output, SendTimeoutError};
+use crate::pipeline::{Output, SendTimeoutError, Settled};
 
 /// What became of a request's events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,7 +154,12 @@ async fn run(
             .seal(
                 &mut request,
                 records,
-                Some(Box::new(move || on_ack.resolve(Delivery::Safe))),
+                Some(Box::new(move |settled| {
+                    on_ack.resolve(match settled {
+                        Settled::Kept => Delivery::Safe,
+                        Settled::Dropped => Delivery::BufferFull,
+                    })
+                })),
             )
             .awaited();
         match output.send_timeout(chunk, send_wait).await {

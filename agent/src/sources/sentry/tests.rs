@@ -20,16 +20,18 @@ use crate::pipeline;
 
 const KEY: &str = "k";
 const ID: &str = "0123456789abcdef0123456789abcdef";
+const KEPT: Option<pipeline::Settled> = Some(pipeline::Settled::Kept);
 
-/// The endpoint's router over a pipeline whose chunks are acknowledged (or
-/// not) as they arrive and kept for the test.
+/// The endpoint's router over a pipeline whose chunks are settled as
+/// `settle` says when they arrive (or held, when `None`) and kept for the
+/// test.
 struct Rig {
     app: axum::Router,
     metrics: Arc<AgentMetrics>,
     received: Arc<Mutex<Vec<LogRecord>>>,
 }
 
-fn rig_with(config: SentryConfig, ack: bool, peer: &str) -> Rig {
+fn rig_with(config: SentryConfig, settle: Option<pipeline::Settled>, peer: &str) -> Rig {
     let metrics = Arc::new(AgentMetrics::new());
     let (output, mut input) = pipeline::channel(4, metrics.clone(), pipeline::ChunkCodec::Raw);
     let received = Arc::new(Mutex::new(Vec::new()));
@@ -42,10 +44,10 @@ fn rig_with(config: SentryConfig, ack: bool, peer: &str) -> Rig {
                     .unwrap_or_else(|e| e.into_inner())
                     .extend(records);
             }
-            if ack {
-                c.ack();
-            } else {
-                held.push(c);
+            match settle {
+                Some(pipeline::Settled::Kept) => c.ack(),
+                Some(pipeline::Settled::Dropped) => c.discard(),
+                None => held.push(c),
             }
         }
     });
@@ -65,7 +67,7 @@ fn rig_with(config: SentryConfig, ack: bool, peer: &str) -> Rig {
 }
 
 fn rig() -> Rig {
-    rig_with(SentryConfig::default(), true, "127.0.0.1:5555")
+    rig_with(SentryConfig::default(), KEPT, "127.0.0.1:5555")
 }
 
 fn with_project() -> SentryConfig {
@@ -196,7 +198,7 @@ async fn an_envelope_is_answered_with_its_id_once_safe_and_forwarded_as_one_reco
 
 #[tokio::test]
 async fn every_auth_form_is_accepted_and_missing_or_double_auth_is_401() {
-    let r = rig_with(with_project(), true, "127.0.0.1:1");
+    let r = rig_with(with_project(), KEPT, "127.0.0.1:1");
     let body = || Body::from(envelope("x"));
     let forms = [
         post("/api/42/envelope/").header("x-sentry-auth", "Sentry sentry_key=k, sentry_version=7"),
@@ -243,7 +245,7 @@ async fn every_auth_form_is_accepted_and_missing_or_double_auth_is_401() {
 
 #[tokio::test]
 async fn unknown_keys_and_keys_of_other_projects_are_403() {
-    let r = rig_with(with_project(), true, "127.0.0.1:1");
+    let r = rig_with(with_project(), KEPT, "127.0.0.1:1");
     for (path, key) in [
         ("/api/42/envelope/", "nope"),
         ("/api/42/envelope/", "other"),
@@ -313,7 +315,7 @@ async fn compressed_bodies_are_read_and_bombs_stopped_with_413() {
     let mut config = SentryConfig::default();
     config.limits.max_envelope_bytes = mecha_config::ByteSize(1 << 20);
     config.limits.max_event_bytes = mecha_config::ByteSize(64 << 10);
-    let r = rig_with(config, true, "127.0.0.1:1");
+    let r = rig_with(config, KEPT, "127.0.0.1:1");
     let req = auth(post("/api/42/envelope/"))
         .header("content-encoding", "gzip")
         .body(Body::from(gzip(envelope("zipped").as_bytes())))
@@ -366,7 +368,7 @@ async fn compressed_bodies_are_read_and_bombs_stopped_with_413() {
 async fn a_request_over_the_size_limit_is_413_before_it_is_read() {
     let mut config = SentryConfig::default();
     config.limits.max_request_bytes = mecha_config::ByteSize(1024);
-    let r = rig_with(config, true, "127.0.0.1:1");
+    let r = rig_with(config, KEPT, "127.0.0.1:1");
     let (status, _, b) = send(
         &r,
         auth(post("/api/42/store/"))
@@ -424,7 +426,7 @@ async fn cors_echoes_only_listed_origins() {
         cors_origins: vec!["https://shop.example".into()],
         ..SentryConfig::default()
     };
-    let r = rig_with(config, true, "127.0.0.1:1");
+    let r = rig_with(config, KEPT, "127.0.0.1:1");
     let req = |origin: &str| {
         auth(post("/api/42/envelope/"))
             .header("origin", origin)
@@ -448,7 +450,7 @@ async fn a_project_over_its_rate_limit_gets_429_with_sentrys_headers() {
         events_per_second: 1.0,
         burst: Some(2),
     });
-    let r = rig_with(config, true, "127.0.0.1:1");
+    let r = rig_with(config, KEPT, "127.0.0.1:1");
     let req = || {
         auth(post("/api/42/envelope/"))
             .body(Body::from(envelope("x")))
@@ -473,18 +475,31 @@ async fn a_project_over_its_rate_limit_gets_429_with_sentrys_headers() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn events_not_confirmed_in_time_get_503_with_retry_after() {
-    let r = rig_with(SentryConfig::default(), false, "127.0.0.1:1");
-    let (status, h, b) = send(
-        &r,
-        auth(post("/api/42/envelope/"))
-            .body(Body::from(envelope("x")))
-            .unwrap_or_default(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{b}");
-    assert!(h.get("retry-after").is_some());
-    assert_eq!(metric(&r, "mecha_sentry_events_accepted_total"), 0);
+async fn events_not_kept_are_refused_with_retry_after() {
+    // Held past the ack timeout: 503. Settled as dropped by the buffer (a
+    // disk buffer under `when_full: drop_newest`): 429, the SDK must hear
+    // that nothing was kept.
+    for (settle, expected, buffer_full) in [
+        (None, StatusCode::SERVICE_UNAVAILABLE, 0),
+        (
+            Some(pipeline::Settled::Dropped),
+            StatusCode::TOO_MANY_REQUESTS,
+            1,
+        ),
+    ] {
+        let r = rig_with(SentryConfig::default(), settle, "127.0.0.1:1");
+        let (status, h, b) = send(
+            &r,
+            auth(post("/api/42/envelope/"))
+                .body(Body::from(envelope("x")))
+                .unwrap_or_default(),
+        )
+        .await;
+        assert_eq!(status, expected, "{settle:?}: {b}");
+        assert!(h.get("retry-after").is_some());
+        assert_eq!(discarded(&r, "buffer_full"), buffer_full);
+        assert_eq!(metric(&r, "mecha_sentry_events_accepted_total"), 0);
+    }
 }
 
 #[tokio::test]
@@ -494,7 +509,7 @@ async fn a_full_queue_gets_429_buffer_full() {
         ..SentryConfig::default()
     };
     // Chunks are never acknowledged: the one queued event holds the queue.
-    let r = rig_with(config, false, "127.0.0.1:1");
+    let r = rig_with(config, None, "127.0.0.1:1");
     let app = r.app.clone();
     let first = tokio::spawn(async move {
         let req = auth(post("/api/42/envelope/"))

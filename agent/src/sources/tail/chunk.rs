@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::checkpoint::AckBook;
 use super::decode::Item;
-use crate::pipeline::{Chunk, ChunkCodec, Sealer};
+use crate::pipeline::{AckFn, Chunk, ChunkCodec, Sealer};
 
 /// Counts one chunk as alive until its acknowledgement runs or is dropped.
 struct Alive(Arc<AtomicUsize>);
@@ -165,7 +165,7 @@ impl ChunkBuilder {
         self.started = None;
         let book = self.book.clone();
         let alive = Alive::new(&self.alive);
-        let ack = Box::new(move || {
+        let ack: AckFn = Box::new(move |_| {
             let _alive = alive;
             let mut book = book.lock().unwrap_or_else(|e| e.into_inner());
             for (stream, offset) in commits {
