@@ -20,6 +20,12 @@
 //! event; `MECHA_BENCH_PERF=record` instead samples the agent's stacks into
 //! `sentry-<round>-<binary>.perf.data` in the working directory, for
 //! `perf report`.
+//!
+//! Each round first measures, as this run's baseline, a bare HTTP server
+//! (axum on a multi-threaded tokio runtime, as the agent's endpoint is) that
+//! reads the same requests whole and answers each with a fixed
+//! `{"id": ...}`: the floor of HTTP over loopback on this machine now. Each
+//! agent line then says how many times that floor it costs per event.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -70,7 +76,14 @@ fn write_config(dir: &Path, buffer: &str) -> std::io::Result<std::path::PathBuf>
 }
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == BARE_SERVER) {
+        if let Some(file) = args.get(i + 1) {
+            bare_server(Path::new(file));
+        }
+        return;
+    }
+    if !args.iter().any(|a| a == "--bench") {
         return;
     }
     let total = env_u64("MECHA_BENCH_EVENTS", 200_000);
@@ -133,14 +146,25 @@ fn main() {
         perf,
     };
     for round in 0..rounds {
+        let floor = match run.bare(&tmp.path().join(format!("bare-{round}"))) {
+            Ok(m) => {
+                m.print("bare HTTP", None);
+                Some(m.cpu_per_event())
+            }
+            Err(e) => {
+                eprintln!("sentry bench: bare HTTP server: {e}");
+                None
+            }
+        };
         for (i, bin) in bins.iter().enumerate() {
             let data = tmp.path().join(format!("data-{round}-{i}"));
             if bins.len() > 1 || rounds > 1 {
                 println!("round {round}: {bin}");
             }
             let record = format!("sentry-{round}-{i}.perf.data");
-            if let Err(e) = run.once(Path::new(bin), &data, Path::new(&record)) {
-                eprintln!("sentry bench: {bin}: {e}");
+            match run.once(Path::new(bin), &data, Path::new(&record)) {
+                Ok(m) => m.print("agent", floor),
+                Err(e) => eprintln!("sentry bench: {bin}: {e}"),
             }
             let _ = std::fs::remove_dir_all(&data);
         }
@@ -228,8 +252,8 @@ impl PerfStat {
 }
 
 impl Run<'_> {
-    fn once(&self, bin: &Path, data: &Path, record: &Path) -> Result<(), String> {
-        let (total, clients) = (self.total, self.clients);
+    /// Starts `bin` as an agent and measures it under the load.
+    fn once(&self, bin: &Path, data: &Path, record: &Path) -> Result<Measured, String> {
         let child = Command::new(bin)
             .arg("agent")
             .arg("--config")
@@ -271,7 +295,53 @@ impl Run<'_> {
             _ => None,
         };
         let base = self.count.load(Ordering::SeqCst);
+        let mut m = self.load(pid, &url);
+        m.counters = stat.map(|s| s.finish(m.accepted));
+        // Everything answered 200 was fsynced; wait for the sink to have it all.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.count.load(Ordering::SeqCst) - base < m.accepted && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        m.at_sink = Some(self.count.load(Ordering::SeqCst) - base);
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok(m)
+    }
 
+    /// Starts this bench's own bare HTTP server and measures it under the
+    /// same load.
+    fn bare(&self, dir: &Path) -> Result<Measured, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let file = dir.join("address");
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut child = Command::new(exe)
+            .arg(BARE_SERVER)
+            .arg(&file)
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting the bare server: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            match std::fs::read_to_string(&file) {
+                Ok(a) if a.ends_with('\n') => break a.trim().to_string(),
+                _ if Instant::now() > deadline => {
+                    let _ = child.kill();
+                    return Err("the bare server did not start".into());
+                }
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        let m = self.load(child.id(), &format!("http://{addr}/api/1/envelope/"));
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok(m)
+    }
+
+    /// Sends the events from the clients to `url`, each waiting for its
+    /// answer, and measures process `pid` meanwhile.
+    fn load(&self, pid: u32, url: &str) -> Measured {
+        let (total, clients) = (self.total, self.clients);
+        let url = url.to_string();
         let (cpu0, _) = proc_usage(pid);
         let started = Instant::now();
         let next = Arc::new(AtomicU64::new(0));
@@ -323,41 +393,117 @@ impl Run<'_> {
         });
         let secs = started.elapsed().as_secs_f64();
         let (cpu1, rss) = proc_usage(pid);
-        let cpu = cpu1 - cpu0;
-        // Everything answered 200 was fsynced; wait for the sink to have it all.
-        let accepted = latencies.len() as u64;
-        let counters = stat.map(|s| s.finish(accepted));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.count.load(Ordering::SeqCst) - base < accepted && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
         let mut lat = latencies;
         lat.sort();
+        Measured {
+            accepted: lat.len() as u64,
+            failed: failed.load(Ordering::Relaxed),
+            secs,
+            cpu: cpu1 - cpu0,
+            rss_kib: rss,
+            latencies: lat,
+            counters: None,
+            at_sink: None,
+        }
+    }
+}
+
+/// What one measured load gave.
+struct Measured {
+    accepted: u64,
+    failed: u64,
+    secs: f64,
+    /// CPU seconds of the measured process during the load.
+    cpu: f64,
+    rss_kib: u64,
+    latencies: Vec<Duration>,
+    counters: Option<String>,
+    /// Records the sink received (agents only).
+    at_sink: Option<u64>,
+}
+
+impl Measured {
+    fn cpu_per_event(&self) -> f64 {
+        self.cpu * 1e6 / self.accepted.max(1) as f64
+    }
+
+    /// Prints the figures; `floor` is the bare server's CPU per event.
+    fn print(&self, what: &str, floor: Option<f64>) {
+        let lat = &self.latencies;
         let pct = |p: f64| {
             lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
                 .map(|d| d.as_secs_f64() * 1e3)
                 .unwrap_or(0.0)
         };
+        let ratio = floor
+            .filter(|f| *f > 0.0)
+            .map(|f| format!("  {:.2}x bare HTTP", self.cpu_per_event() / f))
+            .unwrap_or_default();
         println!(
-            "agent: {:8.0} events/s wall  {:6.2} CPU-s  {:8.0} events/s per core  {:5.1} us CPU/event  p50 {:.1} ms  p99 {:.1} ms  peak RSS {:.1} MiB",
-            accepted as f64 / secs,
-            cpu,
-            accepted as f64 / cpu.max(1e-9),
-            cpu * 1e6 / accepted.max(1) as f64,
+            "{what}: {:8.0} events/s wall  {:6.2} CPU-s  {:8.0} events/s per core  {:5.1} us CPU/event{ratio}  p50 {:.1} ms  p99 {:.1} ms  peak RSS {:.1} MiB",
+            self.accepted as f64 / self.secs,
+            self.cpu,
+            self.accepted as f64 / self.cpu.max(1e-9),
+            self.cpu_per_event(),
             pct(0.5),
             pct(0.99),
-            rss as f64 / 1024.0
+            self.rss_kib as f64 / 1024.0
         );
-        if let Some(c) = counters {
+        if let Some(c) = &self.counters {
             println!("       {c}");
         }
-        println!(
-            "       {accepted} answered 200, {} failed, {} records at the sink",
-            failed.load(Ordering::Relaxed),
-            self.count.load(Ordering::SeqCst) - base
-        );
-        Ok(())
+        match self.at_sink {
+            Some(n) => println!(
+                "       {} answered 200, {} failed, {n} records at the sink",
+                self.accepted, self.failed
+            ),
+            None => println!(
+                "       {} answered 200, {} failed",
+                self.accepted, self.failed
+            ),
+        }
     }
+}
+
+/// The argument that makes this binary the bare HTTP server of the
+/// baseline, writing its address to the file that follows.
+const BARE_SERVER: &str = "--bare-http-server";
+
+/// The baseline's server: reads each request's body whole and answers with
+/// a fixed event id, on as many worker threads as the agent's runtime has.
+fn bare_server(address_file: &Path) {
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return eprintln!("bare server: runtime: {e}"),
+    };
+    rt.block_on(async {
+        let app = axum::Router::new().route(
+            "/api/{project}/envelope/",
+            axum::routing::post(|body: bytes::Bytes| async move {
+                std::hint::black_box(body);
+                (
+                    [("content-type", "application/json")],
+                    r#"{"id":"0123456789abcdef0123456789abcdef"}"#,
+                )
+            }),
+        );
+        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+            Ok(l) => l,
+            Err(e) => return eprintln!("bare server: bind: {e}"),
+        };
+        let addr = match listener.local_addr() {
+            Ok(a) => a,
+            Err(e) => return eprintln!("bare server: {e}"),
+        };
+        if let Err(e) = std::fs::write(address_file, format!("{addr}\n")) {
+            return eprintln!("bare server: {e}");
+        }
+        // Without Nagle's delay, as the agent's listener.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        if let Err(e) = axum::serve(listener, app).await {
+            eprintln!("bare server: {e}");
+        }
+    });
 }
