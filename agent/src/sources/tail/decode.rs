@@ -1069,6 +1069,12 @@ mod tests {
         (d, cache)
     }
 
+    /// The file's pod reaches the cache with `annotations`.
+    fn pod_arrives(cache: &crate::enrich::PodCache, annotations: serde_json::Value) {
+        let pod = super::super::kube::tests::pod(serde_json::json!({}), annotations);
+        cache.apply_pod(pod, Instant::now());
+    }
+
     /// Feeds `lines` as CRI stdout lines from `offset` on; returns the
     /// offset past the last.
     fn feed_at(d: &mut Decoder, lines: &[&str], mut offset: u64, out: &mut Emitted) -> u64 {
@@ -1097,13 +1103,7 @@ mod tests {
     #[test]
     fn a_multiline_annotation_known_at_open_joins_a_java_stack_trace() {
         let (mut d, cache) = kube_decoder(BodyFormat::Auto, None);
-        cache.apply_pod(
-            super::super::kube::tests::pod(
-                serde_json::json!({}),
-                serde_json::json!({"mecha.io/multiline": "java"}),
-            ),
-            Instant::now(),
-        );
+        pod_arrives(&cache, serde_json::json!({"mecha.io/multiline": "java"}));
         // A decoder made now reads the annotation in `Decoder::new`.
         let mut d2 = {
             let path = format!(
@@ -1147,12 +1147,9 @@ mod tests {
         ];
         let mid = feed_at(&mut d, &before, 0, &mut out);
         // The pod shows up (the API server is back).
-        cache.apply_pod(
-            super::super::kube::tests::pod(
-                serde_json::json!({}),
-                serde_json::json!({"mecha.io/parser": "logfmt", "mecha.io/multiline": "java"}),
-            ),
-            Instant::now(),
+        pod_arrives(
+            &cache,
+            serde_json::json!({"mecha.io/parser": "logfmt", "mecha.io/multiline": "java"}),
         );
         d.refresh_kube();
         let after = [
@@ -1201,13 +1198,7 @@ mod tests {
         let mid = feed_at(&mut d, &before, 0, &mut out);
         assert!(records_of(&out).is_empty(), "the trace is still pending");
         assert!(commits_of(&out).is_empty(), "{:?}", commits_of(&out));
-        cache.apply_pod(
-            super::super::kube::tests::pod(
-                serde_json::json!({}),
-                serde_json::json!({"mecha.io/multiline": "off"}),
-            ),
-            Instant::now(),
-        );
+        pod_arrives(&cache, serde_json::json!({"mecha.io/multiline": "off"}));
         d.refresh_kube();
         let end = feed_at(
             &mut d,
