@@ -1069,6 +1069,10 @@ mod tests {
         (d, cache)
     }
 
+    fn bodies_of(records: &[mecha_parsers::LogRecord]) -> Vec<&str> {
+        records.iter().map(|r| r.body.as_str()).collect()
+    }
+
     /// The file's pod reaches the cache with `annotations`.
     fn pod_arrives(cache: &crate::enrich::PodCache, annotations: serde_json::Value) {
         let pod = super::super::kube::tests::pod(serde_json::json!({}), annotations);
@@ -1161,7 +1165,7 @@ mod tests {
         let end = feed_at(&mut d, &after, mid, &mut out);
         d.flush_all(Instant::now(), end, &mut out);
         let records = records_of(&out);
-        let bodies: Vec<&str> = records.iter().map(|r| r.body.as_str()).collect();
+        let bodies = bodies_of(&records);
         assert_eq!(
             bodies,
             [
@@ -1207,7 +1211,7 @@ mod tests {
             &mut out,
         );
         let records = records_of(&out);
-        let bodies: Vec<&str> = records.iter().map(|r| r.body.as_str()).collect();
+        let bodies = bodies_of(&records);
         // The pending record ends at the switch; the next line is not joined.
         assert_eq!(
             bodies,
