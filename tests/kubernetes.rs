@@ -5,11 +5,15 @@
 //! was indexed.
 //!
 //! What must hold: records carry their pod's semantic-convention attributes
-//! (workload, labels, namespace labels, image); annotations exclude files or
-//! pick the parser; label changes reach later records; a Sentry event is
-//! matched to its pod by the sender's IP, and a reused IP belongs to the
-//! newer pod; a watch answered with 410, a server restart (versions kept or
-//! reset) and an outage never stop logs, and the cache catches up.
+//! (workload, labels, namespace labels, image); annotations exclude files,
+//! pick the parser or join stack traces; label changes reach later records;
+//! a Sentry event is matched to its pod by the sender's IP, a deleted pod
+//! keeps its IP for `delay_deletion` and a pod reusing it wins once the
+//! DELETE is seen; watches start at the list's version and resume from the
+//! last event or bookmark without listing, and list again after a 410 (an
+//! `ERROR` event or the HTTP status); a server restart (versions kept or
+//! reset) and an outage never stop logs, retries back off, and the cache
+//! catches up.
 
 mod common;
 #[path = "common/fake_apiserver.rs"]
@@ -284,6 +288,11 @@ fn records_carry_their_pods_metadata_through_its_lifecycle() {
         "logfmt",
     ));
     api.put_pod(with_annotation(
+        pod("shop", "trace-1", "uid-trace", NODE, "127.0.0.13"),
+        "mecha.io/multiline",
+        "java",
+    ));
+    api.put_pod(with_annotation(
         pod("shop", "hidden-1", "uid-hidden", NODE, "127.0.0.9"),
         "mecha.io/exclude",
         "true",
@@ -320,6 +329,17 @@ fn records_carry_their_pods_metadata_through_its_lifecycle() {
         &log_file(&s.logs, "shop", "logfmt-1", "app"),
         "msg=logfmtline1 user=bob level=warn",
     );
+    let trace = [
+        "2024-01-15 10:20:30 ERROR traceline1 checkout failed",
+        "java.lang.IllegalStateException: traceboom",
+        "\tat com.shop.Cart.add(Cart.java:10)",
+        "\tat com.shop.Main.main(Main.java:3)",
+    ];
+    let trace_log = log_file(&s.logs, "shop", "trace-1", "app");
+    for l in trace {
+        line(&trace_log, l);
+    }
+    line(&trace_log, "2024-01-15 10:20:31 INFO traceline2 next");
     line(
         &log_file(&s.logs, "shop", "hidden-1", "app"),
         "hiddenline1 dropped",
@@ -372,6 +392,16 @@ fn records_carry_their_pods_metadata_through_its_lifecycle() {
     assert_eq!(
         lf["attributes"]["user"], "bob",
         "mecha.io/parser: logfmt: {lf:#}"
+    );
+    // mecha.io/multiline: java: the stack trace is one record.
+    let tr = hit(&http, "traceline1");
+    assert_eq!(tr["body"], trace.join("\n"), "{tr:#}");
+    assert_eq!(total(&search(&http, "traceboom", 10)), 1);
+    assert_eq!(
+        hits(&search(&http, "traceboom", 10))
+            .first()
+            .map(|h| h["body"].clone()),
+        Some(tr["body"].clone())
     );
     let late_hit = hit(&http, "lateline0");
     assert_eq!(
@@ -447,11 +477,24 @@ fn records_carry_their_pods_metadata_through_its_lifecycle() {
         ) >= 1.0
     );
 
-    // The pod is deleted and a new one gets its IP: the new one wins at
-    // once, although the old one is kept for its last lines.
-    let before = metric(&s.mecha, "mecha_kube_cache_pods", &[]);
+    // The pod is deleted: for delay_deletion its IP still names it.
+    let pods_now = || metric(&s.mecha, "mecha_kube_cache_pods", &[]);
+    let before = pods_now();
     api.delete_pod("shop", "web-5c8d7f9b4-x2kqp");
-    api.put_pod(with_label(
+    // Watch events are applied in order: once this one is in, so is the
+    // DELETE.
+    api.put_pod(pod("shop", "marker-1", "uid-marker", NODE, "127.0.0.14"));
+    wait_for("the DELETE applied", Duration::from_secs(30), || {
+        (pods_now() > before).then_some(())
+    });
+    sentry_event(&s.mecha, "127.0.0.5", "sentryafterdelete");
+    let ev = hit(&http, "sentryafterdelete");
+    assert_eq!(res(&ev, "k8s.pod.uid"), Some("uid-web-1"), "{ev:#}");
+    // A new pod gets the IP: it wins at once, though it claims to be older
+    // than the deleted one (only the DELETE frees the IP for it; the newer
+    // creationTimestamp rule alone would keep the old pod).
+    let before = pods_now();
+    let mut successor = with_label(
         with_owner(
             pod(
                 "shop",
@@ -465,9 +508,11 @@ fn records_carry_their_pods_metadata_through_its_lifecycle() {
         ),
         "app",
         "web",
-    ));
+    );
+    successor["metadata"]["creationTimestamp"] = json!("2020-01-01T00:00:00Z");
+    api.put_pod(successor);
     wait_for("the new pod in the cache", Duration::from_secs(30), || {
-        (metric(&s.mecha, "mecha_kube_cache_pods", &[]) > before).then_some(())
+        (pods_now() > before).then_some(())
     });
     sentry_event(&s.mecha, "127.0.0.5", "sentryafterreuse");
     let ev = hit(&http, "sentryafterreuse");
@@ -578,7 +623,19 @@ fn logs_keep_flowing_through_410_restarts_and_an_outage() {
         assert_eq!(res(&e, "k8s.pod.label.app"), None, "{e:#}");
     }
     assert!(n >= 1);
-    assert!(metric(&s.mecha, "mecha_kube_api_errors_total", &[]) > errors_before);
+    let errors = metric(&s.mecha, "mecha_kube_api_errors_total", &[]) - errors_before;
+    let away_for = away.elapsed();
+    assert!(errors > 0.0);
+    // Two loops (pods, namespaces), each waiting at least half its window
+    // between failures: the window doubles from backoff_initial (100ms) to
+    // backoff_max (1s), so past the first few tries a loop fails at most
+    // twice a second. A retry spin fails thousands of times a second.
+    let per_loop = away_for.as_secs_f64() / 0.5 + 10.0;
+    let bound = 2.0 * per_loop * 2.0;
+    assert!(
+        errors <= bound,
+        "{errors} API errors in {away_for:?}: more than backoff allows ({bound})"
+    );
     assert!(
         metric(
             &s.mecha,
@@ -599,5 +656,112 @@ fn logs_keep_flowing_through_410_restarts_and_an_outage() {
         metric(&s.mecha, "mecha_kube_synced", &["resource=\"pods\""]),
         1.0
     );
+    s.mecha.stop();
+}
+
+#[test]
+fn watches_resume_where_they_ended_and_list_again_only_after_410() {
+    let api = FakeApiServer::start();
+    api.put_namespace(namespace("shop", json!({"tier": "web"}), json!({})));
+    api.put_pod(with_label(
+        pod("shop", "r-1", "uid-r1", NODE, "127.0.2.1"),
+        "app",
+        "r1",
+    ));
+    let s = start(&api, "    wait_for_metadata: 1s\n");
+    let http = s.http.clone();
+    let pod_requests = |watch: bool| -> Vec<fake_apiserver::Request> {
+        api.requests()
+            .into_iter()
+            .filter(|r| r.kind == Kind::Pods && r.watch == watch)
+            .collect()
+    };
+    let nth_watch = |n: usize| {
+        wait_for(&format!("pod watch #{n}"), Duration::from_secs(30), || {
+            pod_requests(true).get(n).cloned()
+        })
+    };
+    let last_pod_watch_ended = |n: usize| {
+        wait_for(
+            &format!("{n} pod watches ended"),
+            Duration::from_secs(30),
+            || {
+                let ended: Vec<_> = api
+                    .ended()
+                    .into_iter()
+                    .filter(|e| e.kind == Kind::Pods)
+                    .collect();
+                (ended.len() >= n).then(|| ended[n - 1])
+            },
+        )
+    };
+
+    // Ends the watches; the `n`th pod watch ended must be resumed from the
+    // last version it sent, without a list.
+    let end_and_resume = |bookmark: bool, n: usize| {
+        let watches = pod_requests(true).len();
+        api.end_watches(bookmark);
+        let ended = last_pod_watch_ended(n);
+        let resumed = nth_watch(watches);
+        assert_eq!(resumed.resource_version(), ended.last_sent, "{ended:?}");
+        assert_eq!(pod_requests(false).len(), 1, "listed again after {ended:?}");
+        ended
+    };
+
+    // The watch starts where the list was taken.
+    let first = nth_watch(0);
+    let lists = pod_requests(false);
+    assert_eq!(lists.len(), 1, "{lists:?}");
+    assert_eq!(Some(first.resource_version()), lists[0].listed_at);
+
+    // A change, then the watch ends (no 410): the agent watches again from
+    // the last version it was sent, without listing.
+    let r2 = api.put_pod(with_label(
+        pod("shop", "r-2", "uid-r2", NODE, "127.0.2.2"),
+        "app",
+        "r2",
+    ));
+    line(&log_file(&s.logs, "shop", "r-2", "app"), "rline2");
+    assert_eq!(res(&hit(&http, "rline2"), "k8s.pod.label.app"), Some("r2"));
+    let ended = end_and_resume(false, 1);
+    assert!(ended.last_sent >= r2, "{ended:?} before {r2}");
+
+    // A BOOKMARK at V (a namespace's version: no pod event carries it),
+    // then the end: the agent resumes from V.
+    let v = api.put_namespace(namespace("other", json!({}), json!({})));
+    let ended = end_and_resume(true, 2);
+    assert!(ended.last_sent >= v, "{ended:?} before {v}");
+
+    // A watch refused with HTTP 410: the agent lists again and the
+    // metadata stays right, for known pods and for one created meanwhile.
+    let gone_before = metric(
+        &s.mecha,
+        "mecha_kube_watch_restarts_total",
+        &["reason=\"gone\"", "resource=\"pods\""],
+    );
+    api.refuse_next_watch_with_410();
+    api.end_watches(false);
+    api.put_pod(with_label(
+        pod("shop", "r-3", "uid-r3", NODE, "127.0.2.3"),
+        "app",
+        "r3",
+    ));
+    wait_for("a list after the 410", Duration::from_secs(30), || {
+        (pod_requests(false).len() >= 2).then_some(())
+    });
+    assert_eq!(
+        metric(
+            &s.mecha,
+            "mecha_kube_watch_restarts_total",
+            &["reason=\"gone\"", "resource=\"pods\""],
+        ),
+        gone_before + 1.0
+    );
+    line(&log_file(&s.logs, "shop", "r-3", "app"), "rline3");
+    assert_eq!(res(&hit(&http, "rline3"), "k8s.pod.label.app"), Some("r3"));
+    line(&log_file(&s.logs, "shop", "r-1", "app"), "rline1");
+    let h = hit(&http, "rline1");
+    assert_eq!(res(&h, "k8s.pod.label.app"), Some("r1"), "{h:#}");
+    assert_eq!(res(&h, "k8s.namespace.label.tier"), Some("web"), "{h:#}");
     s.mecha.stop();
 }

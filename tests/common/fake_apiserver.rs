@@ -17,6 +17,11 @@
 //!   every open watch; [`FakeApiServer::stop`] / [`FakeApiServer::restart`]
 //!   take the server away (connections reset, port refused) and back, with
 //!   resourceVersions continuing or starting over.
+//! - [`FakeApiServer::end_watches`] ends every open watch as its timeout
+//!   does (optionally right after a `BOOKMARK`), noting the last version each
+//!   one sent; [`FakeApiServer::refuse_next_watch_with_410`] answers the next
+//!   pod watch with HTTP `410 Gone` and a `Status` (reason `Expired`), as a
+//!   server does that finds the version compacted before it starts streaming.
 //!
 //! Resource versions are one counter for both kinds, as in etcd.
 
@@ -74,6 +79,26 @@ pub struct Request {
     pub kind: Kind,
     pub watch: bool,
     pub query: HashMap<String, String>,
+    /// A list's `metadata.resourceVersion` (none for watches and errors).
+    pub listed_at: Option<u64>,
+}
+
+impl Request {
+    /// The `resourceVersion` it asked for (0 when absent or not a number).
+    pub fn resource_version(&self) -> u64 {
+        self.query
+            .get("resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// A watch that [`FakeApiServer::end_watches`] ended.
+#[derive(Clone, Copy, Debug)]
+pub struct Ended {
+    pub kind: Kind,
+    /// The resourceVersion of the last event (or bookmark) it sent.
+    pub last_sent: u64,
 }
 
 struct Inner {
@@ -85,6 +110,9 @@ struct Inner {
     history: Vec<Event>,
     live: broadcast::Sender<Event>,
     requests: Vec<Request>,
+    ended: Vec<Ended>,
+    /// The next pod watch gets HTTP 410.
+    refuse_next_pod_watch: bool,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -112,6 +140,8 @@ impl FakeApiServer {
             history: Vec::new(),
             live,
             requests: Vec::new(),
+            ended: Vec::new(),
+            refuse_next_pod_watch: false,
         }));
         let mut s = FakeApiServer {
             state,
@@ -202,6 +232,35 @@ impl FakeApiServer {
             object: Value::Null,
         };
         let _ = s.live.send(gone);
+    }
+
+    /// Ends every open watch cleanly, as its `timeoutSeconds` would: no
+    /// `ERROR`, so the client may resume from the last version it saw. With
+    /// `bookmark`, a watch that asked for bookmarks first gets a `BOOKMARK`
+    /// at the current resourceVersion.
+    pub fn end_watches(&self, bookmark: bool) {
+        let s = lock(&self.state);
+        let end = Event {
+            rv: s.rv,
+            kind: Kind::Pods,
+            kind_of_event: if bookmark {
+                "END_AFTER_BOOKMARK"
+            } else {
+                "END"
+            },
+            object: Value::Null,
+        };
+        let _ = s.live.send(end);
+    }
+
+    /// The watches ended by [`FakeApiServer::end_watches`], in order.
+    pub fn ended(&self) -> Vec<Ended> {
+        lock(&self.state).ended.clone()
+    }
+
+    /// Answers the next pod watch request with HTTP `410 Gone`.
+    pub fn refuse_next_watch_with_410(&self) {
+        lock(&self.state).refuse_next_pod_watch = true;
     }
 
     /// Creates or replaces a pod (`metadata.namespace`/`name` identify it).
@@ -362,20 +421,26 @@ async fn namespaces(State(s): State<Shared>, Query(q): Query<HashMap<String, Str
 
 fn handle(s: Shared, kind: Kind, q: HashMap<String, String>) -> Response {
     let watch = q.get("watch").is_some_and(|w| w == "true" || w == "1");
-    lock(&s).requests.push(Request {
+    let mut st = lock(&s);
+    st.requests.push(Request {
         kind,
         watch,
         query: q.clone(),
+        listed_at: None,
     });
     if watch {
-        watch_response(&s, kind, &q)
-    } else {
-        list(&s, kind, &q)
+        drop(st);
+        return watch_response(&s, kind, &q);
     }
+    let (response, at) = list(&st, kind, &q);
+    if let Some(r) = st.requests.last_mut() {
+        r.listed_at = at;
+    }
+    response
 }
 
-fn list(s: &Shared, kind: Kind, q: &HashMap<String, String>) -> Response {
-    let st = lock(s);
+/// The list response, and its resourceVersion when it is one.
+fn list(st: &Inner, kind: Kind, q: &HashMap<String, String>) -> (Response, Option<u64>) {
     let selector = q.get("fieldSelector");
     // A continue token is "<resourceVersion>:<index of the next item>".
     let (at_rv, from) = match q.get("continue").filter(|c| !c.is_empty()) {
@@ -387,8 +452,11 @@ fn list(s: &Shared, kind: Kind, q: &HashMap<String, String>) -> Response {
                 Some((rv, i)) if rv >= st.oldest && rv == st.rv => (rv, i),
                 // The snapshot of the token is no longer served.
                 _ => {
-                    return gone_response(
-                        "The provided continue parameter is too old to display a consistent list result.",
+                    return (
+                        gone_response(
+                            "The provided continue parameter is too old to display a consistent list result.",
+                        ),
+                        None,
                     );
                 }
             }
@@ -400,9 +468,12 @@ fn list(s: &Shared, kind: Kind, q: &HashMap<String, String>) -> Response {
                 .filter(|rv| *rv != 0)
                 && rv < st.oldest
             {
-                return gone_response(&format!(
-                    "Timeout: Too large resource version or too old: {rv}"
-                ));
+                return (
+                    gone_response(&format!(
+                        "Timeout: Too large resource version or too old: {rv}"
+                    )),
+                    None,
+                );
             }
             (st.rv, 0)
         }
@@ -433,12 +504,21 @@ fn list(s: &Shared, kind: Kind, q: &HashMap<String, String>) -> Response {
     }
     let body =
         json!({"apiVersion": "v1", "kind": kind.list_kind(), "metadata": metadata, "items": page});
-    (
+    let response = (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
         body.to_string(),
     )
-        .into_response()
+        .into_response();
+    (response, Some(at_rv))
+}
+
+/// The resourceVersion of an object.
+fn rv_of(o: &Value) -> u64 {
+    o["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn line(kind_of_event: &str, object: &Value) -> bytes::Bytes {
@@ -454,12 +534,16 @@ fn watch_response(s: &Shared, kind: Kind, q: &HashMap<String, String>) -> Respon
         .get("timeoutSeconds")
         .and_then(|t| t.parse::<u64>().ok())
         .map_or(Duration::from_secs(1800), Duration::from_secs);
-    let st = lock(s);
+    let mut st = lock(s);
+    if kind == Kind::Pods && std::mem::take(&mut st.refuse_next_pod_watch) {
+        return gone_response("too old resource version");
+    }
     let from = q
         .get("resourceVersion")
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
-    let mut first: Vec<bytes::Bytes> = Vec::new();
+    // Each line with the resourceVersion it tells the client.
+    let mut first: Vec<(bytes::Bytes, u64)> = Vec::new();
     if from != 0 && (from < st.oldest || from > st.rv) {
         // What the real server sends for a version it no longer has.
         let e = status(
@@ -467,10 +551,9 @@ fn watch_response(s: &Shared, kind: Kind, q: &HashMap<String, String>) -> Respon
             "Expired",
             &format!("too old resource version: {from} ({})", st.oldest),
         );
-        first.push(line("ERROR", &e));
-        let body = Body::from_stream(futures::stream::iter(
-            first.into_iter().map(Ok::<_, std::io::Error>),
-        ));
+        let body = Body::from_stream(futures::stream::iter([Ok::<_, std::io::Error>(line(
+            "ERROR", &e,
+        ))]));
         return ok_stream(body);
     }
     if from == 0 {
@@ -483,12 +566,12 @@ fn watch_response(s: &Shared, kind: Kind, q: &HashMap<String, String>) -> Respon
             .values()
             .filter(|o| selected(kind, selector.as_ref(), o))
         {
-            first.push(line("ADDED", o));
+            first.push((line("ADDED", o), rv_of(o)));
         }
     } else {
         for e in st.history.iter().filter(|e| e.rv > from && e.kind == kind) {
             if selected(kind, selector.as_ref(), &e.object) {
-                first.push(line(e.kind_of_event, &e.object));
+                first.push((line(e.kind_of_event, &e.object), e.rv));
             }
         }
     }
@@ -496,7 +579,9 @@ fn watch_response(s: &Shared, kind: Kind, q: &HashMap<String, String>) -> Respon
     let state = s.clone();
     drop(st);
     struct W {
-        first: std::vec::IntoIter<bytes::Bytes>,
+        first: std::vec::IntoIter<(bytes::Bytes, u64)>,
+        /// The version of the last line sent.
+        last_sent: u64,
         live: broadcast::Receiver<Event>,
         deadline: tokio::time::Instant,
         bookmarks: Option<tokio::time::Interval>,
@@ -505,6 +590,7 @@ fn watch_response(s: &Shared, kind: Kind, q: &HashMap<String, String>) -> Respon
     }
     let w = W {
         first: first.into_iter(),
+        last_sent: from,
         live,
         deadline: tokio::time::Instant::now() + timeout,
         bookmarks: bookmarks.then(|| tokio::time::interval(BOOKMARK_EVERY)),
@@ -517,9 +603,15 @@ fn watch_response(s: &Shared, kind: Kind, q: &HashMap<String, String>) -> Respon
             if w.done {
                 return None;
             }
-            if let Some(b) = w.first.next() {
+            if let Some((b, rv)) = w.first.next() {
+                w.last_sent = rv;
                 return Some((Ok::<_, std::io::Error>(b), w));
             }
+            let bookmark_line = |rv: u64| {
+                let o = json!({"kind": kind.kind(), "apiVersion": "v1",
+                               "metadata": {"resourceVersion": rv.to_string()}});
+                line("BOOKMARK", &o)
+            };
             loop {
                 let bookmark = async {
                     match w.bookmarks.as_mut() {
@@ -532,10 +624,8 @@ fn watch_response(s: &Shared, kind: Kind, q: &HashMap<String, String>) -> Respon
                 tokio::select! {
                     () = tokio::time::sleep_until(w.deadline) => return None,
                     () = bookmark => {
-                        let rv = lock(&w.state).rv.to_string();
-                        let o = json!({"kind": kind.kind(), "apiVersion": "v1",
-                                       "metadata": {"resourceVersion": rv}});
-                        return Some((Ok(line("BOOKMARK", &o)), w));
+                        w.last_sent = lock(&w.state).rv;
+                        return Some((Ok(bookmark_line(w.last_sent)), w));
                     }
                     e = w.live.recv() => match e {
                         Ok(e) if e.kind_of_event == "GONE" => {
@@ -543,7 +633,20 @@ fn watch_response(s: &Shared, kind: Kind, q: &HashMap<String, String>) -> Respon
                             let st = status(410, "Expired", "too old resource version");
                             return Some((Ok(line("ERROR", &st)), w));
                         }
+                        Ok(e) if e.kind_of_event.starts_with("END") => {
+                            w.done = true;
+                            let bookmark = w.bookmarks.is_some() && e.kind_of_event == "END_AFTER_BOOKMARK";
+                            if bookmark {
+                                w.last_sent = e.rv;
+                            }
+                            lock(&w.state).ended.push(Ended { kind, last_sent: w.last_sent });
+                            if bookmark {
+                                return Some((Ok(bookmark_line(e.rv)), w));
+                            }
+                            return None;
+                        }
                         Ok(e) if e.kind == kind && selected(kind, selector.as_ref(), &e.object) => {
+                            w.last_sent = e.rv;
                             return Some((Ok(line(e.kind_of_event, &e.object)), w));
                         }
                         Ok(_) => continue,

@@ -674,6 +674,41 @@ mod tests {
     }
 
     #[test]
+    fn a_named_multiline_rule_is_read() {
+        let rule = |v: &str| {
+            directives(&BTreeMap::from([(
+                "mecha.io/multiline".to_owned(),
+                v.to_owned(),
+            )]))
+        };
+        let java = rule(" java ");
+        assert!(
+            matches!(java.multiline, Some(Multiline::Rule(MultilineRule::Java))),
+            "{java:?}"
+        );
+        assert!(java.invalid.is_empty());
+        assert!(matches!(
+            rule("node").multiline,
+            Some(Multiline::Rule(MultilineRule::Node))
+        ));
+        assert!(matches!(
+            rule("builtin").multiline,
+            Some(Multiline::Rule(MultilineRule::Builtin))
+        ));
+        // Settings carry it to every container of the pod.
+        let mut p = web_pod();
+        p.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert("mecha.io/multiline".into(), "python".into());
+        let r = Resolved::new(Arc::new(pod_meta(&p, &sel(&[], &[], &[])).unwrap()), None);
+        assert!(matches!(
+            r.settings("sidecar").multiline,
+            Some(Multiline::Rule(MultilineRule::Python))
+        ));
+    }
+
+    #[test]
     fn settings_join_pod_namespace_and_container() {
         let m = Arc::new(pod_meta(&web_pod(), &sel(&[], &[], &[])).unwrap());
         let r = Resolved::new(m.clone(), None);

@@ -3,7 +3,8 @@
 //! [`start`] watches this node's pods (field selector `spec.nodeName`) and
 //! every namespace, keeps them in a [`PodCache`], and hands out a
 //! [`KubeMeta`]: the tail asks it for the pod of a file (by the kubelet path),
-//! push sources for the pod of a sender (by peer IP). The API server being
+//! push sources for the pod of a sender (by peer IP, through
+//! [`KubeMeta::enrich_pushed`] only). The API server being
 //! slow or away never stops a record: records then carry what their path
 //! says, and the cache catches up when the server is back.
 //!
@@ -107,6 +108,16 @@ impl KubeMeta {
 
     /// Adds the attributes of the pod with IP `peer` to the resources of
     /// `records` (pushed by that pod); counts them when no pod has the IP.
+    ///
+    /// The one entry point of push sources: every receiver of records that
+    /// a pod sends over the network (Sentry today; OTLP and Zipkin when
+    /// they are built) calls this once per request with the connection's
+    /// peer address (the TCP peer, not a forwarded header: a proxy's
+    /// client is not a pod) and its own component name, before the records
+    /// are queued. Going through here is what keeps them safe against IP
+    /// reuse (a deleted pod never shadows its successor, see [`PodCache`]),
+    /// keeps what a sender says of itself, and counts records without
+    /// metadata under `component`.
     pub fn enrich_pushed(&self, peer: IpAddr, records: &mut [LogRecord], component: &str) {
         let Some(pod) = self.for_ip(peer) else {
             self.without_metadata(component, records.len() as u64);

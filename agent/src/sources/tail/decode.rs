@@ -33,6 +33,7 @@ use mecha_parsers::{Resource, Severity};
 use serde_json::{Map, Value};
 
 use super::COMPONENT;
+use crate::enrich::meta::Multiline;
 use crate::metrics::{AgentMetrics, reason};
 
 /// Attribute holding the original text when a body parsed into fields.
@@ -288,6 +289,8 @@ pub(super) struct Decoder {
     excluded: bool,
     /// The body format: the source's, or the pod's annotation.
     body_format: BodyFormat,
+    /// The multiline joining in force: the source's, or the pod's annotation.
+    multiline: Multiline,
     format: Option<ContainerFormat>,
     merger: PartialMerger,
     partials: [PartialSpan; 3],
@@ -298,6 +301,35 @@ pub(super) struct Decoder {
     /// released records.
     last_commit: u64,
     records_in: prometheus::IntCounter,
+}
+
+/// The joining a file gets: its pod's annotation, else the source's.
+fn effective_multiline(ctx: &DecodeCtx, annotation: Option<Multiline>) -> Multiline {
+    annotation.unwrap_or_else(|| {
+        ctx.multiline
+            .clone()
+            .map_or(Multiline::Off, Multiline::Rule)
+    })
+}
+
+/// One joiner per stream, or none when joining is off.
+fn make_slots(ctx: &DecodeCtx, multiline: &Multiline) -> Option<[Slot; 3]> {
+    let Multiline::Rule(rule) = multiline else {
+        return None;
+    };
+    let make = || Slot {
+        joiner: Joiner::new(
+            rule.clone(),
+            ctx.max_merged_bytes,
+            ctx.multiline_max_lines.max(1),
+        ),
+        pending: false,
+        start: 0,
+        last_end: 0,
+        flags: Flags::default(),
+        last_push: None,
+    };
+    Some([make(), make(), make()])
 }
 
 fn slot_of(stream: Stream) -> usize {
@@ -335,26 +367,8 @@ impl Decoder {
         if settings.excluded {
             ctx.metrics.kube_files_excluded.inc();
         }
-        let multiline = match settings.multiline {
-            Some(crate::enrich::meta::Multiline::Off) => None,
-            Some(crate::enrich::meta::Multiline::Rule(r)) => Some(r),
-            None => ctx.multiline.clone(),
-        };
-        let slots = multiline.as_ref().map(|rule| {
-            let make = || Slot {
-                joiner: Joiner::new(
-                    rule.clone(),
-                    ctx.max_merged_bytes,
-                    ctx.multiline_max_lines.max(1),
-                ),
-                pending: false,
-                start: 0,
-                last_end: 0,
-                flags: Flags::default(),
-                last_push: None,
-            };
-            [make(), make(), make()]
-        });
+        let multiline = effective_multiline(&ctx, settings.multiline);
+        let slots = make_slots(&ctx, &multiline);
         let body_format = settings.body_format.unwrap_or(ctx.body_format);
         let records_in = ctx.metrics.events_in.with_label_values(&[COMPONENT]);
         let mut path_attr = Vec::new();
@@ -388,6 +402,7 @@ impl Decoder {
             kube,
             excluded: settings.excluded,
             body_format,
+            multiline,
             partials: Default::default(),
             slots,
             held: VecDeque::new(),
@@ -401,19 +416,42 @@ impl Decoder {
         &self.stream_id
     }
 
-    /// Takes up a change of the file's pod in the cache (labels, exclusion)
-    /// for the records released from now on. Cheap when nothing changed.
+    /// Takes up a change of the file's pod in the cache (labels, exclusion,
+    /// parser and multiline annotations) for the records released from now
+    /// on. Cheap when nothing changed.
+    ///
+    /// A file opened before its pod was known (API server away, or
+    /// `wait_for_metadata` ran out) was decoded with the source's settings;
+    /// once the pod's `mecha.io/parser*` or `mecha.io/multiline` arrive, the
+    /// records pending under the old settings are finished as they are
+    /// (queued in order, so no line is lost or sent twice and the commit
+    /// offset stays behind what is not yet released) and the lines read
+    /// from then on follow the new ones. Records finished earlier keep the
+    /// settings they were decoded with.
     pub fn refresh_kube(&mut self) {
         let Some(k) = self.kube.as_mut() else { return };
         if !k.refresh() {
             return;
         }
         self.resource = k.resource();
-        let excluded = k.settings().excluded;
-        if excluded && !self.excluded {
+        let settings = k.settings();
+        if settings.excluded && !self.excluded {
             self.ctx.metrics.kube_files_excluded.inc();
         }
-        self.excluded = excluded;
+        self.excluded = settings.excluded;
+        let body_format = settings.body_format.unwrap_or(self.ctx.body_format);
+        let multiline = effective_multiline(&self.ctx, settings.multiline);
+        if body_format == self.body_format && multiline == self.multiline {
+            return;
+        }
+        // Finish what is pending with the settings its first lines were read
+        // under; `release` hands it out in end-offset order.
+        self.flush_slots(|_| true);
+        self.body_format = body_format;
+        if multiline != self.multiline {
+            self.slots = make_slots(&self.ctx, &multiline);
+            self.multiline = multiline;
+        }
     }
 
     /// Decodes one physical line spanning `start..end` of the file.
@@ -1013,6 +1051,182 @@ mod tests {
         let ends: Vec<u64> = records.iter().chain(&rest).map(|(_, e)| *e).collect();
         assert!(ends.windows(2).all(|w| w[0] < w[1]), "monotonic: {ends:?}");
         assert_eq!(commits, [400]);
+    }
+
+    /// A decoder for `web-0`'s `app` file with pod metadata on (cache empty)
+    /// and the source's `body_format` and `multiline`.
+    fn kube_decoder(
+        body_format: BodyFormat,
+        multiline: Option<MultilineRule>,
+    ) -> (Decoder, Arc<crate::enrich::PodCache>) {
+        use super::super::kube::tests::{CID, setup};
+        let (cache, kube, _, _) = setup(Duration::from_secs(2));
+        let mut c = ctx(multiline).clone_for_test();
+        c.body_format = body_format;
+        c.kube = Some(kube);
+        let path = format!("/var/log/containers/web-0_shop_app-{CID}.log");
+        let d = Decoder::new(Arc::new(c), Arc::from("fp"), Path::new(&path), 0);
+        (d, cache)
+    }
+
+    fn bodies_of(records: &[mecha_parsers::LogRecord]) -> Vec<&str> {
+        records.iter().map(|r| r.body.as_str()).collect()
+    }
+
+    /// The file's pod reaches the cache with `annotations`.
+    fn pod_arrives(cache: &crate::enrich::PodCache, annotations: serde_json::Value) {
+        let pod = super::super::kube::tests::pod(serde_json::json!({}), annotations);
+        cache.apply_pod(pod, Instant::now());
+    }
+
+    /// Feeds `lines` as CRI stdout lines from `offset` on; returns the
+    /// offset past the last.
+    fn feed_at(d: &mut Decoder, lines: &[&str], mut offset: u64, out: &mut Emitted) -> u64 {
+        let now = Instant::now();
+        for l in lines {
+            let line = format!("{OUT} {l}");
+            let end = offset + line.len() as u64 + 1;
+            d.line(line.as_bytes(), offset, end, false, now, out);
+            offset = end;
+        }
+        offset
+    }
+
+    fn commits_of(out: &Emitted) -> Vec<u64> {
+        out.items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Commit { offset, .. } | Item::Record { commit: offset, .. } => {
+                    (*offset > 0).then_some(*offset)
+                }
+                Item::Source { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_multiline_annotation_known_at_open_joins_a_java_stack_trace() {
+        let (mut d, cache) = kube_decoder(BodyFormat::Auto, None);
+        pod_arrives(&cache, serde_json::json!({"mecha.io/multiline": "java"}));
+        // A decoder made now reads the annotation in `Decoder::new`.
+        let mut d2 = {
+            let path = format!(
+                "/var/log/containers/web-0_shop_app-{}.log",
+                super::super::kube::tests::CID
+            );
+            Decoder::new(d.ctx.clone(), Arc::from("fp2"), Path::new(&path), 0)
+        };
+        let trace = [
+            "2024-01-15 10:20:30 ERROR checkout failed",
+            "java.lang.IllegalStateException: boom",
+            "\tat com.shop.Cart.add(Cart.java:10)",
+            "\tat com.shop.Main.main(Main.java:3)",
+            "Caused by: java.io.IOException: disk",
+            "\t... 2 more",
+        ];
+        let mut out = Emitted::default();
+        let end = feed_at(&mut d2, &trace, 0, &mut out);
+        let end = feed_at(&mut d2, &["2024-01-15 10:20:31 INFO next"], end, &mut out);
+        d2.flush_all(Instant::now(), end, &mut out);
+        let bodies: Vec<String> = records_of(&out).into_iter().map(|r| r.body).collect();
+        assert_eq!(
+            bodies,
+            [trace.join("\n"), "2024-01-15 10:20:31 INFO next".to_owned()]
+        );
+        // The decoder opened before the pod was known joins nothing yet (its
+        // refresh has not run): the annotation is the only thing joining.
+        let mut out = Emitted::default();
+        let end = feed_at(&mut d, &trace[..2], 0, &mut out);
+        d.flush_all(Instant::now(), end, &mut out);
+        assert_eq!(records_of(&out).len(), 2);
+    }
+
+    #[test]
+    fn parser_and_multiline_annotations_arriving_late_apply_to_the_lines_after() {
+        let (mut d, cache) = kube_decoder(BodyFormat::Raw, None);
+        let mut out = Emitted::default();
+        let before = [
+            "level=info msg=before",
+            "\tat com.shop.Cart.add(Cart.java:7)",
+        ];
+        let mid = feed_at(&mut d, &before, 0, &mut out);
+        // The pod shows up (the API server is back).
+        pod_arrives(
+            &cache,
+            serde_json::json!({"mecha.io/parser": "logfmt", "mecha.io/multiline": "java"}),
+        );
+        d.refresh_kube();
+        let after = [
+            "2024-01-15 ERROR checkout failed",
+            "java.lang.IllegalStateException: boom",
+            "\tat com.shop.Cart.add(Cart.java:10)",
+            "level=info msg=after",
+        ];
+        let end = feed_at(&mut d, &after, mid, &mut out);
+        d.flush_all(Instant::now(), end, &mut out);
+        let records = records_of(&out);
+        let bodies = bodies_of(&records);
+        assert_eq!(
+            bodies,
+            [
+                "level=info msg=before",
+                "\tat com.shop.Cart.add(Cart.java:7)",
+                "2024-01-15 ERROR checkout failed\njava.lang.IllegalStateException: boom\n\tat com.shop.Cart.add(Cart.java:10)",
+                "after",
+            ]
+        );
+        // Before: raw (no fields); after: logfmt fields.
+        assert_eq!(records[0].attributes.get("msg"), None);
+        assert_eq!(records[0].attributes.get("level"), None);
+        assert_eq!(records[3].severity, Severity::Info);
+        // Every line is in exactly one record, positions and commits in order.
+        let ends: Vec<u64> = records
+            .iter()
+            .map(|r| r.position.as_ref().map_or(0, |p| p.offset))
+            .collect();
+        assert!(ends.windows(2).all(|w| w[0] < w[1]), "{ends:?}");
+        assert_eq!(ends.last(), Some(&end));
+        let commits = commits_of(&out);
+        assert!(commits.windows(2).all(|w| w[0] < w[1]), "{commits:?}");
+        assert_eq!(commits.last(), Some(&end));
+    }
+
+    #[test]
+    fn a_record_pending_when_the_multiline_annotation_arrives_is_sent_once_whole() {
+        let (mut d, cache) = kube_decoder(BodyFormat::Raw, Some(MultilineRule::Java));
+        let mut out = Emitted::default();
+        let before = [
+            "2024-01-15 ERROR failed",
+            "java.lang.IllegalStateException: boom",
+        ];
+        let mid = feed_at(&mut d, &before, 0, &mut out);
+        assert!(records_of(&out).is_empty(), "the trace is still pending");
+        assert!(commits_of(&out).is_empty(), "{:?}", commits_of(&out));
+        pod_arrives(&cache, serde_json::json!({"mecha.io/multiline": "off"}));
+        d.refresh_kube();
+        let end = feed_at(
+            &mut d,
+            &["\tat com.shop.Cart.add(Cart.java:10)"],
+            mid,
+            &mut out,
+        );
+        let records = records_of(&out);
+        let bodies = bodies_of(&records);
+        // The pending record ends at the switch; the next line is not joined.
+        assert_eq!(
+            bodies,
+            [
+                "2024-01-15 ERROR failed\njava.lang.IllegalStateException: boom",
+                "\tat com.shop.Cart.add(Cart.java:10)",
+            ]
+        );
+        assert_eq!(
+            records[0].position.as_ref().map(|p| p.offset),
+            Some(mid),
+            "ends where the old lines end"
+        );
+        assert_eq!(commits_of(&out), [end]);
+        assert_eq!(d.deadline(), None, "nothing left pending");
     }
 
     #[test]

@@ -110,16 +110,21 @@ pub(super) fn should_wait(
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::enrich::{PodCache, Selectors, meta};
     use crate::metrics::AgentMetrics;
     use mecha_parsers::kubepath::parse_kube_path;
     use mecha_parsers::model::keys;
 
-    const CID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    pub(in crate::sources::tail) const CID: &str =
+        "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-    fn pod(labels: serde_json::Value, annotations: serde_json::Value) -> meta::PodMeta {
+    /// Pod `shop/web-0` (uid `u-1`) with one container `app`.
+    pub(in crate::sources::tail) fn pod(
+        labels: serde_json::Value,
+        annotations: serde_json::Value,
+    ) -> meta::PodMeta {
         let p: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "web-0", "namespace": "shop", "uid": "u-1",
                          "labels": labels, "annotations": annotations},
@@ -132,7 +137,10 @@ mod tests {
         meta::pod_meta(&p, &sel).unwrap()
     }
 
-    fn setup(wait: Duration) -> (Arc<PodCache>, Arc<KubeMeta>, KubePath, Resource) {
+    /// An empty cache, its `KubeMeta`, and the kubelet path of `web-0`'s `app`.
+    pub(in crate::sources::tail) fn setup(
+        wait: Duration,
+    ) -> (Arc<PodCache>, Arc<KubeMeta>, KubePath, Resource) {
         let metrics = Arc::new(AgentMetrics::new());
         let cache = Arc::new(PodCache::new(Duration::from_secs(60), metrics.clone()));
         let kube = Arc::new(KubeMeta::new(cache.clone(), wait, metrics));
