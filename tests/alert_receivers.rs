@@ -58,6 +58,7 @@ fn alert(i: usize, description_repeats: usize) -> Alert {
             .unwrap_or_default(),
         generator_url: String::new(),
         fingerprint: format!("{i:016x}"),
+        value: None,
     }
 }
 

@@ -133,6 +133,7 @@ impl Harness {
             ends_at: DateTime::<Utc>::UNIX_EPOCH,
             generator_url: String::new(),
             fingerprint: String::new(),
+            value: None,
         }
     }
 

@@ -945,6 +945,7 @@ pub(crate) mod tests {
                 },
                 generator_url: format!("http://mecha.example/search?q=node-{i}"),
                 fingerprint: format!("{i:016x}"),
+                value: None,
             })
             .collect();
         Notification {
