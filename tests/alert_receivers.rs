@@ -379,13 +379,13 @@ async fn a_group_of_200_long_chinese_alerts_fits_wecom_text_messages() {
     a_big_group_fits("text", 2048).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_robot_rate_limit_is_backed_off_and_retried() {
-    // The robot allows 1 message a second, the receiver believes 20: the
-    // second message is refused with 45009 and sent again after backing off.
-    let robot = Robot::start(Platform::Wecom, "k3", None, 1, Duration::from_secs(1)).await;
+/// The robot allows 1 message a second, the receiver believes 20: the
+/// second message is refused with the platform's rate-limit `code` and sent
+/// again after backing off.
+async fn backed_off_and_retried(platform: Platform, configs: &str, code: i64, msg: &str) {
+    let robot = Robot::start(platform, "k3", None, 1, Duration::from_secs(1)).await;
     let (r, metrics) = receivers(&format!(
-        "      - name: oncall\n        wecom_configs:\n          - url: {}\n            key: k3\n            test_rate_limit_period: 1s\n",
+        "      - name: oncall\n        {configs}:\n          - url: {}\n            key: k3\n            test_rate_limit_period: 1s\n",
         robot.url()
     ));
     for i in 0..2 {
@@ -393,18 +393,44 @@ async fn a_robot_rate_limit_is_backed_off_and_retried() {
         assert!(result.is_ok(), "{result:?}");
     }
     assert_eq!(robot.accepted().len(), 2);
-    assert_eq!(
-        robot.refused(),
-        vec![(45009, "api freq out of limit".to_string())]
-    );
+    assert_eq!(robot.refused(), vec![(code, msg.to_string())]);
     let text = metrics.render();
+    let integration = format!("{}[0]", configs.trim_end_matches("_configs"));
     for line in [
-        "mecha_alert_notifications_total{integration=\"wecom[0]\",outcome=\"success\",receiver=\"oncall\"} 2",
-        "mecha_alert_notifications_total{integration=\"wecom[0]\",outcome=\"retryable_error\",receiver=\"oncall\"} 1",
-        "mecha_alert_notification_duration_seconds_count{integration=\"wecom[0]\",receiver=\"oncall\"} 3",
+        format!(
+            "mecha_alert_notifications_total{{integration=\"{integration}\",outcome=\"success\",receiver=\"oncall\"}} 2"
+        ),
+        format!(
+            "mecha_alert_notifications_total{{integration=\"{integration}\",outcome=\"retryable_error\",receiver=\"oncall\"}} 1"
+        ),
+        format!(
+            "mecha_alert_notification_duration_seconds_count{{integration=\"{integration}\",receiver=\"oncall\"}} 3"
+        ),
     ] {
-        assert!(text.contains(line), "{line} missing from\n{text}");
+        assert!(text.contains(&line), "{line} missing from\n{text}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_robot_rate_limit_is_backed_off_and_retried() {
+    backed_off_and_retried(
+        Platform::Wecom,
+        "wecom_configs",
+        45009,
+        "api freq out of limit",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dingtalk_rate_limit_130101_is_backed_off_and_retried() {
+    backed_off_and_retried(
+        Platform::Dingtalk,
+        "dingtalk_configs",
+        130101,
+        "send too fast, exceed 20 times per minute",
+    )
+    .await;
 }
 
 #[tokio::test]
