@@ -1,6 +1,7 @@
-//! Alert receivers against servers that answer like the WeCom, DingTalk and
-//! Feishu robot APIs (`tests/common/robots.rs`): rate limits, byte limits,
-//! signatures and the platforms' error codes, through the real config
+//! Alert receivers against servers that answer like the WeCom, DingTalk,
+//! Feishu and Slack APIs or a generic webhook receiver
+//! (`tests/common/robots.rs`): rate limits, byte limits, signatures,
+//! credentials and the platforms' error codes, through the real config
 //! loader and `mecha_aggregator::alert::notify::build_with_metrics`.
 
 #[path = "common/robots.rs"]
@@ -58,6 +59,7 @@ fn alert(i: usize, description_repeats: usize) -> Alert {
             .unwrap_or_default(),
         generator_url: String::new(),
         fingerprint: format!("{i:016x}"),
+        value: None,
     }
 }
 
@@ -107,16 +109,22 @@ async fn a_storm_of_100_alerts_in_one_period_sends_at_most_20_messages_and_loses
         "      - name: oncall\n        wecom_configs:\n          - url: {}\n            key: k1\n            test_rate_limit_period: 2s\n",
         robot.url()
     ));
-    let receiver = Arc::clone(&r["oncall"]);
+    storm(&robot, &[Arc::clone(&r["oncall"])], period).await;
+    assert!(robot.accepted().len() < 100, "nothing was merged");
+}
+
+/// Sends 100 alerts, each in a notification of its own, spread over one
+/// `period` and taking turns among `receivers`, then checks that `robot`
+/// refused none, got at most 20 messages in any period, and that every
+/// alert is shown.
+async fn storm(robot: &Robot, receivers: &[Arc<dyn Notifier>], period: Duration) {
     let mut tasks = Vec::new();
     for i in 0..100 {
-        let receiver = Arc::clone(&receiver);
+        let receiver = Arc::clone(&receivers[i % receivers.len()]);
         tasks.push(tokio::spawn(async move {
             // Spread over one period, as a storm of separate groups.
-            tokio::time::sleep(period * i / 100).await;
-            receiver
-                .notify(&notification(vec![alert(i as usize, 1)]))
-                .await
+            tokio::time::sleep(period * i as u32 / 100).await;
+            receiver.notify(&notification(vec![alert(i, 1)])).await
         }));
     }
     for t in tasks {
@@ -132,10 +140,207 @@ async fn a_storm_of_100_alerts_in_one_period_sends_at_most_20_messages_and_loses
             .count();
         assert!(within <= 20, "{within} messages within one period");
     }
-    assert!(accepted.len() < 100, "nothing was merged");
     let texts: Vec<String> = accepted.iter().map(|m| m.text()).collect();
     let (nodes, more) = represented(&texts);
     assert_eq!((nodes.len(), more), (100, 0), "alerts lost: {nodes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_receivers_on_one_robot_share_its_rate_limit_and_lose_no_alert() {
+    // WeCom counts 20 messages a minute per robot (here per 2 s), whoever
+    // sends them: two receivers posting to one robot get 20 between them.
+    let period = Duration::from_secs(2);
+    let robot = Robot::start(Platform::Wecom, "k4", None, 20, period).await;
+    let entry = format!(
+        "        wecom_configs:\n          - url: {}\n            key: k4\n            test_rate_limit_period: 2s\n",
+        robot.url()
+    );
+    let (r, _) = receivers(&format!(
+        "      - name: shop\n{entry}      - name: bank\n{entry}"
+    ));
+    storm(
+        &robot,
+        &[Arc::clone(&r["shop"]), Arc::clone(&r["bank"])],
+        period,
+    )
+    .await;
+}
+
+/// The lines of `metrics` counting attempts of `receiver`'s `integration`.
+fn attempts(metrics: &Metrics, receiver: &str, integration: &str) -> Vec<String> {
+    let want = format!("integration=\"{integration}\",");
+    let of = format!("receiver=\"{receiver}\"}}");
+    let mut lines: Vec<String> = metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("mecha_alert_notifications_total{"))
+        .filter(|l| l.contains(&want) && l.contains(&of))
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn a_webhook_gets_alertmanagers_payload_with_its_credentials_and_failures_are_counted() {
+    let bearer = Robot::start(
+        Platform::Webhook,
+        "Bearer s3cret",
+        None,
+        100,
+        Duration::from_secs(60),
+    )
+    .await;
+    // `ops:pa55` in base64, as RFC 7617 encodes it.
+    let basic = Robot::start(
+        Platform::Webhook,
+        "Basic b3BzOnBhNTU=",
+        None,
+        100,
+        Duration::from_secs(60),
+    )
+    .await;
+    let (r, metrics) = receivers(&format!(
+        "      - name: oncall\n        webhook_configs:\n          - url: {}\n            bearer_token: s3cret\n      - name: ops\n        webhook_configs:\n          - url: {}\n            basic_auth: {{ username: ops, password: pa55 }}\n",
+        bearer.url(),
+        basic.url()
+    ));
+    let mut n = notification(vec![alert(1, 1), alert(2, 1)]);
+    let result = r["oncall"].notify(&n).await;
+    assert!(result.is_ok(), "{result:?}");
+    n.receiver = "ops".into();
+    let result = r["ops"].notify(&n).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(bearer.refused(), Vec::<(i64, String)>::new());
+    assert_eq!(basic.refused(), Vec::<(i64, String)>::new());
+    assert_eq!(
+        basic.accepted()[0].authorization.as_deref(),
+        Some("Basic b3BzOnBhNTU=")
+    );
+    let got = bearer.accepted();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].authorization.as_deref(), Some("Bearer s3cret"));
+    let body = &got[0].body;
+    assert_eq!(body["version"], "4");
+    assert_eq!(body["status"], "firing");
+    assert_eq!(body["receiver"], "oncall");
+    assert_eq!(body["groupKey"], "{}:{alertname=\"接口错误率过高\"}");
+    assert_eq!(body["groupLabels"]["alertname"], "接口错误率过高");
+    assert_eq!(body["commonLabels"]["severity"], "critical");
+    assert_eq!(body["externalURL"], "http://mecha.example");
+    assert_eq!(body["truncatedAlerts"], 0);
+    let alerts = body["alerts"].as_array().cloned().unwrap_or_default();
+    assert_eq!(alerts.len(), 2);
+    let a = &alerts[0];
+    assert_eq!(a["status"], "firing");
+    assert_eq!(a["labels"]["node"], "node-001");
+    assert_eq!(a["labels"]["alertname"], "接口错误率过高");
+    assert_eq!(
+        a["annotations"]["summary"],
+        "订单服务接口 5xx 错误率超过 5%"
+    );
+    let starts = a["startsAt"].as_str().unwrap_or_default();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(starts).is_ok(),
+        "{starts}"
+    );
+    assert_eq!(a["endsAt"], "0001-01-01T00:00:00Z");
+    assert_eq!(a["fingerprint"], format!("{:016x}", 1));
+    // Exactly Alertmanager's fields, nothing of mecha's own.
+    let keys: BTreeSet<&str> = a
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        keys,
+        BTreeSet::from([
+            "annotations",
+            "endsAt",
+            "fingerprint",
+            "generatorURL",
+            "labels",
+            "startsAt",
+            "status"
+        ])
+    );
+
+    // 5xx is retried, 4xx is not; each attempt is counted by outcome.
+    bearer.answer_status(503);
+    let result = r["oncall"].notify(&n).await;
+    assert!(
+        matches!(result, Err(NotifyError::Retryable { .. })),
+        "{result:?}"
+    );
+    bearer.answer_status(400);
+    let result = r["oncall"].notify(&n).await;
+    assert!(
+        matches!(result, Err(NotifyError::Permanent { .. })),
+        "{result:?}"
+    );
+    assert_eq!(
+        attempts(&metrics, "oncall", "webhook[0]"),
+        [
+            "mecha_alert_notifications_total{integration=\"webhook[0]\",outcome=\"permanent_error\",receiver=\"oncall\"} 1",
+            "mecha_alert_notifications_total{integration=\"webhook[0]\",outcome=\"retryable_error\",receiver=\"oncall\"} 1",
+            "mecha_alert_notifications_total{integration=\"webhook[0]\",outcome=\"success\",receiver=\"oncall\"} 1",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_slack_webhook_gets_a_header_and_mrkdwn_sections_and_failures_are_counted() {
+    let slack = Robot::start(
+        Platform::Slack,
+        "SLACKTOKEN",
+        None,
+        60,
+        Duration::from_secs(60),
+    )
+    .await;
+    let (r, metrics) = receivers(&format!(
+        "      - name: oncall\n        slack_configs:\n          - url: {}SLACKTOKEN\n",
+        slack.url()
+    ));
+    let n = notification(vec![alert(1, 1)]);
+    let result = r["oncall"].notify(&n).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(slack.refused(), Vec::<(i64, String)>::new());
+    let got = slack.accepted();
+    assert_eq!(got.len(), 1);
+    let body = &got[0].body;
+    let title = body["text"].as_str().unwrap_or_default();
+    assert!(title.starts_with("[FIRING:1] 接口错误率过高"), "{body}");
+    assert_eq!(body["blocks"][0]["type"], "header");
+    assert_eq!(body["blocks"][0]["text"]["type"], "plain_text");
+    assert_eq!(body["blocks"][0]["text"]["text"], title);
+    assert_eq!(body["blocks"][1]["type"], "section");
+    assert_eq!(body["blocks"][1]["text"]["type"], "mrkdwn");
+    let section = got[0].text();
+    assert!(section.contains("*接口错误率过高* · critical"), "{section}");
+    assert!(section.contains("node=node-001"), "{section}");
+    assert!(section.contains("> Value: 7.5%"), "{section}");
+
+    slack.answer_status(500);
+    let result = r["oncall"].notify(&n).await;
+    assert!(
+        matches!(result, Err(NotifyError::Retryable { .. })),
+        "{result:?}"
+    );
+    slack.answer_status(403);
+    let result = r["oncall"].notify(&n).await;
+    let Err(NotifyError::Permanent { reason, .. }) = result else {
+        panic!("expected a permanent error, got {result:?}");
+    };
+    assert!(reason.contains("http 403: channel_is_archived"), "{reason}");
+    assert!(!reason.contains("SLACKTOKEN"), "the token in {reason}");
+    assert_eq!(
+        attempts(&metrics, "oncall", "slack[0]"),
+        [
+            "mecha_alert_notifications_total{integration=\"slack[0]\",outcome=\"permanent_error\",receiver=\"oncall\"} 1",
+            "mecha_alert_notifications_total{integration=\"slack[0]\",outcome=\"retryable_error\",receiver=\"oncall\"} 1",
+            "mecha_alert_notifications_total{integration=\"slack[0]\",outcome=\"success\",receiver=\"oncall\"} 1",
+        ]
+    );
 }
 
 async fn a_big_group_fits(message_type: &str, limit: usize) {
@@ -174,13 +379,13 @@ async fn a_group_of_200_long_chinese_alerts_fits_wecom_text_messages() {
     a_big_group_fits("text", 2048).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_robot_rate_limit_is_backed_off_and_retried() {
-    // The robot allows 1 message a second, the receiver believes 20: the
-    // second message is refused with 45009 and sent again after backing off.
-    let robot = Robot::start(Platform::Wecom, "k3", None, 1, Duration::from_secs(1)).await;
+/// The robot allows 1 message a second, the receiver believes 20: the
+/// second message is refused with the platform's rate-limit `code` and sent
+/// again after backing off.
+async fn backed_off_and_retried(platform: Platform, configs: &str, code: i64, msg: &str) {
+    let robot = Robot::start(platform, "k3", None, 1, Duration::from_secs(1)).await;
     let (r, metrics) = receivers(&format!(
-        "      - name: oncall\n        wecom_configs:\n          - url: {}\n            key: k3\n            test_rate_limit_period: 1s\n",
+        "      - name: oncall\n        {configs}:\n          - url: {}\n            key: k3\n            test_rate_limit_period: 1s\n",
         robot.url()
     ));
     for i in 0..2 {
@@ -188,18 +393,44 @@ async fn a_robot_rate_limit_is_backed_off_and_retried() {
         assert!(result.is_ok(), "{result:?}");
     }
     assert_eq!(robot.accepted().len(), 2);
-    assert_eq!(
-        robot.refused(),
-        vec![(45009, "api freq out of limit".to_string())]
-    );
+    assert_eq!(robot.refused(), vec![(code, msg.to_string())]);
     let text = metrics.render();
+    let integration = format!("{}[0]", configs.trim_end_matches("_configs"));
     for line in [
-        "mecha_alert_notifications_total{integration=\"wecom[0]\",outcome=\"success\",receiver=\"oncall\"} 2",
-        "mecha_alert_notifications_total{integration=\"wecom[0]\",outcome=\"retryable_error\",receiver=\"oncall\"} 1",
-        "mecha_alert_notification_duration_seconds_count{integration=\"wecom[0]\",receiver=\"oncall\"} 3",
+        format!(
+            "mecha_alert_notifications_total{{integration=\"{integration}\",outcome=\"success\",receiver=\"oncall\"}} 2"
+        ),
+        format!(
+            "mecha_alert_notifications_total{{integration=\"{integration}\",outcome=\"retryable_error\",receiver=\"oncall\"}} 1"
+        ),
+        format!(
+            "mecha_alert_notification_duration_seconds_count{{integration=\"{integration}\",receiver=\"oncall\"}} 3"
+        ),
     ] {
-        assert!(text.contains(line), "{line} missing from\n{text}");
+        assert!(text.contains(&line), "{line} missing from\n{text}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_robot_rate_limit_is_backed_off_and_retried() {
+    backed_off_and_retried(
+        Platform::Wecom,
+        "wecom_configs",
+        45009,
+        "api freq out of limit",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dingtalk_rate_limit_130101_is_backed_off_and_retried() {
+    backed_off_and_retried(
+        Platform::Dingtalk,
+        "dingtalk_configs",
+        130101,
+        "send too fast, exceed 20 times per minute",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -1,12 +1,18 @@
 //! Small servers that answer like the WeCom group robot, the DingTalk custom
-//! robot and the Feishu custom bot APIs, for the receiver tests.
+//! robot, the Feishu custom bot and Slack incoming-webhook APIs, or like a
+//! generic Alertmanager webhook receiver, for the receiver tests.
 //!
 //! Each checks credentials exactly as its platform computes them (WeCom's
 //! `key`; DingTalk's `access_token` and `timestamp`+`sign` in the query;
 //! Feishu's hook token and `timestamp`+`sign` in the body), enforces the
 //! platform's rate limit over a sliding window and its byte limits, and
-//! answers refusals with the platform's real error codes. Accepted messages
-//! are recorded; refusals are counted by code.
+//! answers refusals with the platform's real error codes. Slack's token is
+//! the webhook path's last segment, its answers are HTTP statuses with a
+//! reason (`ok`, `no_service`, `invalid_payload`, 429 `rate_limited`); the
+//! generic webhook checks the `Authorization` header against its token.
+//! Accepted messages are recorded; refusals are counted by code (the HTTP
+//! status for Slack and webhooks). [`Robot::answer_status`] makes a Slack
+//! or webhook server answer every request with an error status.
 //!
 //! [`Robot::start_tls`] serves the same API over HTTPS with a certificate
 //! of a test CA made by [`TestPki`], as an internal endpoint would.
@@ -36,6 +42,11 @@ pub enum Platform {
     Dingtalk,
     /// Feishu custom bot: `POST /open-apis/bot/v2/hook/{token}`.
     Feishu,
+    /// Slack incoming webhook: `POST /services/T…/B…/{token}`.
+    Slack,
+    /// A generic webhook receiver: `POST /hook`, the token being the whole
+    /// `Authorization` header expected (empty: none).
+    Webhook,
 }
 
 /// One message a robot accepted.
@@ -45,6 +56,8 @@ pub struct Received {
     pub at: Instant,
     /// The JSON body.
     pub body: Value,
+    /// The `Authorization` header, if sent.
+    pub authorization: Option<String>,
 }
 
 impl Received {
@@ -58,6 +71,7 @@ impl Received {
             &b["text"]["content"],
             &b["content"]["text"],
             &b["card"]["elements"][0]["text"]["content"],
+            &b["blocks"][1]["text"]["text"],
         ];
         let mut out = String::new();
         if let Some(title) = b["card"]["header"]["title"]["content"].as_str() {
@@ -78,6 +92,8 @@ struct Log {
     accepted: Vec<Received>,
     refused: Vec<(i64, String)>,
     window: VecDeque<Instant>,
+    /// Slack and webhook: the status every request is answered with.
+    forced: Option<u16>,
 }
 
 struct Robot_ {
@@ -230,6 +246,8 @@ impl Robot {
             .route("/cgi-bin/webhook/send", post(wecom))
             .route("/robot/send", post(dingtalk))
             .route("/open-apis/bot/v2/hook/{token}", post(feishu))
+            .route("/services/{*path}", post(slack))
+            .route("/hook", post(webhook))
             .with_state(Arc::clone(&inner));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -271,7 +289,15 @@ impl Robot {
             Platform::Wecom => format!("{}://{}/cgi-bin/webhook/send", self.scheme, self.addr),
             Platform::Dingtalk => format!("{}://{}/robot/send", self.scheme, self.addr),
             Platform::Feishu => format!("{}://{}/open-apis/bot/v2/hook/", self.scheme, self.addr),
+            Platform::Slack => format!("{}://{}/services/T0/B0/", self.scheme, self.addr),
+            Platform::Webhook => format!("{}://{}/hook", self.scheme, self.addr),
         }
+    }
+
+    /// Slack and webhook: answer every further request with `status` (and
+    /// a platform reason) instead of accepting it.
+    pub fn answer_status(&self, status: u16) {
+        self.inner.lock().forced = Some(status);
     }
 
     /// Messages accepted so far.
@@ -292,6 +318,17 @@ impl Robot_ {
 
     /// Accepts `body` unless over the rate limit; the answer's code.
     fn admit(&self, body: Value, rate_code: i64, rate_msg: &str) -> Result<(), (i64, String)> {
+        self.admit_with(body, None, rate_code, rate_msg)
+    }
+
+    /// [`Robot_::admit`], recording the `Authorization` header.
+    fn admit_with(
+        &self,
+        body: Value,
+        authorization: Option<String>,
+        rate_code: i64,
+        rate_msg: &str,
+    ) -> Result<(), (i64, String)> {
         let now = Instant::now();
         let mut log = self.lock();
         while log
@@ -305,7 +342,11 @@ impl Robot_ {
             return Err(self.refuse(&mut log, rate_code, rate_msg));
         }
         log.window.push_back(now);
-        log.accepted.push(Received { at: now, body });
+        log.accepted.push(Received {
+            at: now,
+            body,
+            authorization,
+        });
         Ok(())
     }
 
@@ -439,4 +480,77 @@ async fn feishu(
         Ok(()) => axum::Json(json!({"code": 0, "data": {}, "msg": "success"})),
         Err((code, msg)) => axum::Json(json!({"code": code, "data": {}, "msg": msg})),
     }
+}
+
+/// An HTTP answer of Slack or a webhook receiver: the status and its reason.
+fn http_answer(r: Result<(), (i64, String)>, ok: &str) -> (axum::http::StatusCode, String) {
+    let (code, text) = match r {
+        Ok(()) => (200, ok.to_string()),
+        Err((code, msg)) => (code, msg),
+    };
+    let status = u16::try_from(code)
+        .ok()
+        .and_then(|c| axum::http::StatusCode::from_u16(c).ok())
+        .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+    (status, text)
+}
+
+/// The status forced by [`Robot::answer_status`], as a refusal.
+fn forced(r: &Robot_, reason: &str) -> Result<(), (i64, String)> {
+    let forced = r.lock().forced;
+    match forced {
+        Some(status) => Err(r.refuse_now(i64::from(status), reason)),
+        None => Ok(()),
+    }
+}
+
+async fn slack(
+    State(r): State<Arc<Robot_>>,
+    Path(path): Path<String>,
+    body: Bytes,
+) -> (axum::http::StatusCode, String) {
+    let result = (|| {
+        if path.rsplit('/').next() != Some(r.token.as_str()) {
+            return Err(r.refuse_now(404, "no_service"));
+        }
+        forced(&r, "channel_is_archived")?;
+        let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+            return Err(r.refuse_now(400, "invalid_payload"));
+        };
+        // Slack wants `text`, and blocks each with a type and text.
+        let blocks_ok = match &v["blocks"] {
+            Value::Null => true,
+            Value::Array(b) => b
+                .iter()
+                .all(|b| b["type"].is_string() && b["text"]["text"].is_string()),
+            _ => false,
+        };
+        if !v["text"].is_string() || !blocks_ok {
+            return Err(r.refuse_now(400, "invalid_blocks"));
+        }
+        r.admit_with(v, None, 429, "rate_limited")
+    })();
+    http_answer(result, "ok")
+}
+
+async fn webhook(
+    State(r): State<Arc<Robot_>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> (axum::http::StatusCode, String) {
+    let result = (|| {
+        let auth = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if !r.token.is_empty() && auth.as_deref() != Some(r.token.as_str()) {
+            return Err(r.refuse_now(401, "unauthorized"));
+        }
+        forced(&r, "receiver unavailable")?;
+        let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+            return Err(r.refuse_now(400, "expected a JSON body"));
+        };
+        r.admit_with(v, auth, 429, "too many requests")
+    })();
+    http_answer(result, "")
 }

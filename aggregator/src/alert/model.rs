@@ -41,6 +41,21 @@ pub struct Alert {
     /// Stable identity: a hash of the labels, 16 lowercase hex digits.
     #[serde(default)]
     pub fingerprint: String,
+    /// The value of the rule's condition (a log rule's count, an error
+    /// rule's event rate or issue count): while firing the current one, once
+    /// resolved the one at resolve time. Alerts of mecha's own rules carry
+    /// it, bridged ones do not. Not part of Alertmanager's payload, so not
+    /// serialized: the webhook sends exactly what Alertmanager sends, and
+    /// messages show it (see `notify::template`).
+    #[serde(skip)]
+    pub value: Option<f64>,
+}
+
+/// What Alertmanager writes as `endsAt` of a firing alert in notifications:
+/// Go's zero time, `0001-01-01T00:00:00Z` (`types.Alerts` hides an end that
+/// has not been reached yet).
+pub fn zero_time() -> DateTime<Utc> {
+    DateTime::from_timestamp(-62_135_596_800, 0).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// What a receiver is asked to deliver: one group's alerts at one moment,

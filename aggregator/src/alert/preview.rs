@@ -13,7 +13,7 @@ use mecha_config::AlertingConfig;
 use crate::Error;
 use crate::alert::dispatch::group::common;
 use crate::alert::dispatch::route::Route;
-use crate::alert::model::{Alert, AlertStatus, Labels, Notification};
+use crate::alert::model::{Alert, AlertStatus, Labels, Notification, zero_time};
 use crate::alert::notify::{self, Notifier, Preview};
 use crate::alert::rules::sample_alerts;
 
@@ -93,6 +93,10 @@ pub fn rule(
     for g in groups {
         let (key, r, group_labels, mut alerts) = (g.key, g.route, g.labels, g.alerts);
         alerts.sort_by(|a, b| a.labels.cmp(&b.labels));
+        // Firing, they are notified without an end, as the dispatcher does.
+        for a in &mut alerts {
+            a.ends_at = zero_time();
+        }
         let n = Notification {
             version: "4".into(),
             group_key: key,

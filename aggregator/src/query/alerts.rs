@@ -297,6 +297,7 @@ mod tests {
             ends_at: chrono::DateTime::UNIX_EPOCH,
             generator_url: "http://mecha/search".into(),
             fingerprint: String::new(),
+            value: None,
         }
     }
 

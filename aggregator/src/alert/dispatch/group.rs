@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::nflog::{Entry, needs_update};
 use super::route::Route;
 use super::{Shared, is_resolved};
-use crate::alert::model::{Alert, AlertStatus, Labels, Notification};
+use crate::alert::model::{Alert, AlertStatus, Labels, Notification, zero_time};
 use crate::alert::notify::NotifyError;
 use crate::metrics::NotifyOutcome;
 
@@ -173,6 +173,11 @@ fn snapshot(shared: &Shared, key: &str, now: chrono::DateTime<chrono::Utc>) -> O
             }
         } else {
             a.status = AlertStatus::Firing;
+            // The producer's `ends_at` is only when the alert would expire
+            // unless re-sent; Alertmanager does not expose an end not yet
+            // reached (`types.Alerts`), and receivers read a future one as
+            // "resolves then".
+            a.ends_at = zero_time();
         }
         let muted = !shared.silences.silenced_by(&a.labels, now).is_empty()
             || (!resolved

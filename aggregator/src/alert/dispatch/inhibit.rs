@@ -74,6 +74,7 @@ mod tests {
             ends_at: chrono::DateTime::UNIX_EPOCH,
             generator_url: String::new(),
             fingerprint: fp.into(),
+            value: None,
         }
     }
 

@@ -133,6 +133,7 @@ impl Harness {
             ends_at: DateTime::<Utc>::UNIX_EPOCH,
             generator_url: String::new(),
             fingerprint: String::new(),
+            value: None,
         }
     }
 
@@ -338,6 +339,46 @@ async fn an_alert_whose_producer_stops_resolves_at_its_end() {
     h.d.put(vec![a]);
     h.at(700).await;
     assert_eq!(h.sent("ops"), s(&[(30, "firing A"), (330, "resolved A")]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_firing_alert_is_notified_with_alertmanagers_zero_end_and_a_resolved_one_with_its_end() {
+    let (h, _dir) = start(ops_route(), json!([]), &[("ops", true)]).await;
+    // A rule re-sends its firing alerts with an end a few intervals ahead.
+    let mut a = h.alert(&[("alertname", "A")]);
+    a.ends_at = h.d.now() + chrono::TimeDelta::minutes(2);
+    h.d.put(vec![a]);
+    h.at(31).await;
+    h.resolve(&["A"]);
+    let resolved_at = h.d.now();
+    h.at(331).await;
+    let sent = h.receivers["ops"]
+        .sent
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let ends: Vec<(AlertStatus, String)> = sent
+        .iter()
+        .flat_map(|(_, n)| &n.alerts)
+        .map(|a| {
+            (
+                a.status,
+                a.ends_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ends,
+        [
+            (AlertStatus::Firing, "0001-01-01T00:00:00Z".to_string()),
+            (
+                AlertStatus::Resolved,
+                resolved_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        ]
+    );
+    let payload = serde_json::to_value(&sent[0].1).unwrap_or_default();
+    assert_eq!(payload["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
 }
 
 #[tokio::test(start_paused = true)]

@@ -14,6 +14,12 @@
 //! represented. The queue is bounded: when it is full, a submit fails as
 //! retryable and the dispatcher tries again later.
 //!
+//! The bucket belongs to the robot, not to a config entry: every entry (of
+//! one receiver or several) posting to the same robot submits to the same
+//! [`Limiter`] with its own [`Channel`]. Messages are merged only with
+//! messages of the same channel (one entry's encoding, mentions and
+//! metrics), and sent in order of arrival.
+//!
 //! This module knows no platform: a [`Channel`] sends, sizes and merges.
 
 use std::collections::VecDeque;
@@ -81,11 +87,18 @@ pub struct Rate {
 type Waiter = oneshot::Sender<Result<(), Failure>>;
 
 struct Item {
+    channel: Arc<dyn Channel>,
     message: Outgoing,
     done: Waiter,
 }
 
-/// The sending end of one robot's queue; cheap to clone.
+/// Whether `a` and `b` are the same channel (not merely equal ones).
+fn same(a: &Arc<dyn Channel>, b: &Arc<dyn Channel>) -> bool {
+    std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
+}
+
+/// The sending end of one robot's queue, shared by every channel posting
+/// to that robot; cheap to clone.
 #[derive(Clone)]
 pub struct Limiter {
     tx: mpsc::Sender<Item>,
@@ -100,18 +113,28 @@ impl std::fmt::Debug for Limiter {
 }
 
 impl Limiter {
-    /// Starts the worker of `channel` on the current runtime.
-    pub fn spawn(channel: Arc<dyn Channel>, rate: Rate) -> Limiter {
+    /// Starts the worker of one robot allowing `rate` on the current
+    /// runtime.
+    pub fn spawn(rate: Rate) -> Limiter {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(run(rx, channel, rate));
+        tokio::spawn(run(rx, rate));
         Limiter { tx }
     }
 
-    /// Queues `message`; the answer comes once it (merged with others or
-    /// not) was delivered or failed.
-    pub fn submit(&self, message: Outgoing) -> oneshot::Receiver<Result<(), Failure>> {
+    /// Queues `message` to be sent through `channel`; the answer comes once
+    /// it (merged with others of `channel` or not) was delivered or failed.
+    pub fn submit(
+        &self,
+        channel: Arc<dyn Channel>,
+        message: Outgoing,
+    ) -> oneshot::Receiver<Result<(), Failure>> {
         let (done, answer) = oneshot::channel();
-        if let Err(e) = self.tx.try_send(Item { message, done }) {
+        let item = Item {
+            channel,
+            message,
+            done,
+        };
+        if let Err(e) = self.tx.try_send(item) {
             let (reason, item) = match e {
                 mpsc::error::TrySendError::Full(item) => ("rate-limit queue full", item),
                 mpsc::error::TrySendError::Closed(item) => ("rate-limit queue stopped", item),
@@ -122,11 +145,12 @@ impl Limiter {
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Item>, channel: Arc<dyn Channel>, rate: Rate) {
+async fn run(mut rx: mpsc::Receiver<Item>, rate: Rate) {
     let messages = rate.messages.max(1);
     let mut pending: VecDeque<Item> = VecDeque::new();
     // When each spent token comes back: at most `messages` of them.
     let mut spent: VecDeque<Instant> = VecDeque::with_capacity(messages);
+    let mut backlog = Backlog::default();
     loop {
         if pending.is_empty() {
             match rx.recv().await {
@@ -136,17 +160,20 @@ async fn run(mut rx: mpsc::Receiver<Item>, channel: Arc<dyn Channel>, rate: Rate
         }
         while spent.len() >= messages {
             if let Some(back) = spent.pop_front() {
-                channel.backlog(pending.len() + rx.len());
+                while let Ok(item) = rx.try_recv() {
+                    pending.push_back(item);
+                }
+                backlog.report(&pending);
                 tokio::time::sleep_until(back).await;
             }
         }
         while let Ok(item) = rx.try_recv() {
             pending.push_back(item);
         }
-        let Some((message, waiters)) = take_batch(&mut pending, &*channel) else {
+        let Some((channel, message, waiters)) = take_batch(&mut pending) else {
             continue;
         };
-        channel.backlog(pending.len());
+        backlog.report(&pending);
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
@@ -179,28 +206,49 @@ async fn run(mut rx: mpsc::Receiver<Item>, channel: Arc<dyn Channel>, rate: Rate
     }
 }
 
-/// Takes the first waiting message merged with as many of the following as
-/// fit the channel's limit, in order.
-fn take_batch(
-    pending: &mut VecDeque<Item>,
-    channel: &dyn Channel,
-) -> Option<(Outgoing, Vec<Waiter>)> {
+/// Tells each channel that used the queue how many of its messages wait.
+#[derive(Default)]
+struct Backlog(Vec<Arc<dyn Channel>>);
+
+impl Backlog {
+    fn report(&mut self, pending: &VecDeque<Item>) {
+        for item in pending {
+            if !self.0.iter().any(|c| same(c, &item.channel)) {
+                self.0.push(Arc::clone(&item.channel));
+            }
+        }
+        for c in &self.0 {
+            c.backlog(pending.iter().filter(|i| same(&i.channel, c)).count());
+        }
+    }
+}
+
+/// Takes the first waiting message merged with as many of the following
+/// messages of its channel as fit the channel's limit, in order; messages
+/// of other channels keep their place.
+fn take_batch(pending: &mut VecDeque<Item>) -> Option<(Arc<dyn Channel>, Outgoing, Vec<Waiter>)> {
     let first = pending.pop_front()?;
+    let channel = first.channel;
     let mut message = first.message;
     let mut waiters = vec![first.done];
     let limit = channel.limit();
-    while let Some(next) = pending.front() {
+    let mut i = 0;
+    while let Some(next) = pending.get(i) {
+        if !same(&next.channel, &channel) {
+            i += 1;
+            continue;
+        }
         let mut merged = message.clone();
         channel.merge(&mut merged, next.message.clone());
         if channel.size(&merged) > limit {
             break;
         }
         message = merged;
-        if let Some(next) = pending.pop_front() {
+        if let Some(next) = pending.remove(i) {
             waiters.push(next.done);
         }
     }
-    Some((message, waiters))
+    Some((channel, message, waiters))
 }
 
 #[cfg(test)]
@@ -263,29 +311,31 @@ mod tests {
 
     const MINUTE: Duration = Duration::from_secs(60);
 
-    #[tokio::test(start_paused = true)]
-    async fn a_storm_of_100_alerts_becomes_at_most_20_messages_a_minute_and_loses_none() {
-        let rec = recorder(4096, 0);
-        let limiter = Limiter::spawn(
-            rec.clone(),
-            Rate {
-                messages: 20,
-                period: MINUTE,
-            },
-        );
+    /// Submits `alert-000` to `alert-099` over one minute to one robot of
+    /// 20 a minute, taking turns among `channels`; every submit succeeds.
+    async fn storm(channels: &[Arc<Recorder>]) {
+        let limiter = Limiter::spawn(Rate {
+            messages: 20,
+            period: MINUTE,
+        });
         let start = Instant::now();
         let mut tasks = Vec::new();
         for i in 0..100u64 {
+            let channel = Arc::clone(&channels[i as usize % channels.len()]);
             let limiter = limiter.clone();
             tasks.push(tokio::spawn(async move {
                 tokio::time::sleep_until(start + Duration::from_millis(i * 600)).await;
-                limiter.submit(text(format!("alert-{i:03}"))).await
+                limiter.submit(channel, text(format!("alert-{i:03}"))).await
             }));
         }
         for t in tasks {
             assert_eq!(t.await.ok().and_then(|r| r.ok()), Some(Ok(())));
         }
-        let sent = rec.sent.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    }
+
+    /// No minute of `sent` (sorted by time) holds more than 20 messages,
+    /// and together they show `alert-000` to `alert-099`.
+    fn assert_20_a_minute_and_100_alerts(sent: &[(Instant, String)]) {
         for (i, (at, _)) in sent.iter().enumerate() {
             let in_window = sent[i..].iter().filter(|(t, _)| *t < *at + MINUTE).count();
             assert!(
@@ -297,21 +347,44 @@ mod tests {
         for i in 0..100 {
             assert!(all.contains(&format!("alert-{i:03}")), "alert-{i:03} lost");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_storm_of_100_alerts_becomes_at_most_20_messages_a_minute_and_loses_none() {
+        let rec = recorder(4096, 0);
+        storm(std::slice::from_ref(&rec)).await;
+        let sent = rec.sent.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert_20_a_minute_and_100_alerts(&sent);
         assert!(sent.len() < 100, "nothing merged: {}", sent.len());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_channels_of_one_robot_share_its_bucket_and_are_merged_apart() {
+        let (a, b) = (recorder(4096, 0), recorder(4096, 0));
+        storm(&[a.clone(), b.clone()]).await;
+        let mut sent = a.sent.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let of_b = b.sent.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        // Each channel got only its own alerts.
+        let only = |sent: &[(Instant, String)], digits: [char; 5]| {
+            sent.iter()
+                .all(|(_, t)| t.lines().all(|l| l.ends_with(digits)))
+        };
+        assert!(only(&sent, ['0', '2', '4', '6', '8']), "{sent:?}");
+        assert!(only(&of_b, ['1', '3', '5', '7', '9']), "{of_b:?}");
+        sent.extend(of_b);
+        sent.sort();
+        assert_20_a_minute_and_100_alerts(&sent);
     }
 
     #[tokio::test(start_paused = true)]
     async fn merged_messages_stay_within_the_byte_limit() {
         let rec = recorder(100, 0);
-        let limiter = Limiter::spawn(
-            rec.clone(),
-            Rate {
-                messages: 1,
-                period: MINUTE,
-            },
-        );
+        let limiter = Limiter::spawn(Rate {
+            messages: 1,
+            period: MINUTE,
+        });
         let answers: Vec<_> = (0..30)
-            .map(|i| limiter.submit(text(format!("{i:02}-告警告警告警"))))
+            .map(|i| limiter.submit(rec.clone(), text(format!("{i:02}-告警告警告警"))))
             .collect();
         for a in answers {
             assert_eq!(a.await.ok(), Some(Ok(())));
@@ -325,15 +398,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_rate_limited_message_is_retried_after_backing_off() {
         let rec = recorder(4096, 1);
-        let limiter = Limiter::spawn(
-            rec.clone(),
-            Rate {
-                messages: 20,
-                period: MINUTE,
-            },
-        );
+        let limiter = Limiter::spawn(Rate {
+            messages: 20,
+            period: MINUTE,
+        });
         let start = Instant::now();
-        assert_eq!(limiter.submit(text("x".into())).await.ok(), Some(Ok(())));
+        assert_eq!(
+            limiter.submit(rec.clone(), text("x".into())).await.ok(),
+            Some(Ok(()))
+        );
         let sent = rec.sent.lock().unwrap_or_else(|e| e.into_inner()).clone();
         assert_eq!(sent.len(), 1);
         assert!(sent[0].0 >= start + MINUTE, "retried before backing off");
@@ -342,14 +415,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_robot_that_keeps_refusing_fails_as_rate_limited() {
         let rec = recorder(4096, 10);
-        let limiter = Limiter::spawn(
-            rec.clone(),
-            Rate {
-                messages: 20,
-                period: MINUTE,
-            },
-        );
-        let answer = limiter.submit(text("x".into())).await.ok();
+        let limiter = Limiter::spawn(Rate {
+            messages: 20,
+            period: MINUTE,
+        });
+        let answer = limiter.submit(rec.clone(), text("x".into())).await.ok();
         assert!(
             matches!(answer, Some(Err(Failure::RateLimited { .. }))),
             "{answer:?}"

@@ -6,9 +6,11 @@
 //! ([`template`]), spreads it over as few messages as the platform's byte
 //! limit allows ([`split`]), and hands them to the robot's rate-limited
 //! queue ([`limit`]), whose worker signs and sends them ([`wecom`],
-//! [`dingtalk`], [`feishu`], [`slack`]). The generic [`webhook`] posts the
-//! notification as it is. Integrations with the same `tls` and `proxy_url`
-//! share one HTTP client (HTTPS by rustls, see the root Cargo.toml); every
+//! [`dingtalk`], [`feishu`], [`slack`]); entries of any receivers that post
+//! to the same robot (platform and URL with its key) share that queue and
+//! its rate limit, as the platform counts per robot. The generic
+//! [`webhook`] posts the notification as it is. Integrations with the same
+//! `tls` and `proxy_url` share one HTTP client (HTTPS by rustls, see the root Cargo.toml); every
 //! delivery attempt is counted by outcome, a refused certificate as
 //! `tls_error`.
 //!
@@ -102,9 +104,10 @@ pub fn build_with_metrics(
         return Ok(HashMap::new());
     }
     let mut clients = Clients::default();
+    let mut robots = Robots::default();
     let mut out: HashMap<String, Arc<dyn Notifier>> = HashMap::new();
     for r in receivers {
-        let receiver = Receiver::new(r, &mut clients, &metrics.notify)?;
+        let receiver = Receiver::new(r, &mut clients, &mut robots, &metrics.notify)?;
         out.insert(r.name.clone(), Arc::new(receiver));
     }
     Ok(out)
@@ -148,6 +151,42 @@ impl Clients {
         let client = http_client(tls, proxy)?;
         self.0.insert(key, client.clone());
         Ok(client)
+    }
+}
+
+/// The chat robots of the receivers, one per platform and URL (with its
+/// key): the platforms count their rate limit per robot, so every entry
+/// posting to one robot shares its bucket and queue.
+#[derive(Default)]
+pub(crate) struct Robots(HashMap<(ChatKind, String), Arc<Robot>>);
+
+/// One robot's rate limit and queue, started on first delivery (receivers
+/// are built before the runtime runs their tasks).
+struct Robot {
+    rate: Rate,
+    limiter: OnceLock<Limiter>,
+}
+
+impl Robot {
+    fn limiter(&self) -> &Limiter {
+        self.limiter.get_or_init(|| Limiter::spawn(self.rate))
+    }
+}
+
+impl Robots {
+    /// The robot of `kind` at `url`; `rate` is that of the first entry
+    /// naming it.
+    fn get(&mut self, kind: ChatKind, url: &reqwest::Url, rate: Rate) -> Arc<Robot> {
+        let robot = self
+            .0
+            .entry((kind, url.as_str().to_string()))
+            .or_insert_with(|| {
+                Arc::new(Robot {
+                    rate,
+                    limiter: OnceLock::new(),
+                })
+            });
+        Arc::clone(robot)
     }
 }
 
@@ -309,6 +348,7 @@ impl Receiver {
     fn new(
         r: &ReceiverConfig,
         clients: &mut Clients,
+        robots: &mut Robots,
         metrics: &NotifyMetrics,
     ) -> Result<Receiver, crate::Error> {
         let fail = |reason: String| crate::Error::Receiver {
@@ -318,7 +358,7 @@ impl Receiver {
         let mut chats = Vec::new();
         for (kind, configs) in r.chats() {
             for (i, c) in configs.iter().enumerate() {
-                let chat = Chat::new(&r.name, kind, i, c, clients, metrics)
+                let chat = Chat::new(&r.name, kind, i, c, clients, robots, metrics)
                     .map_err(|e| fail(format!("{}_configs[{i}]: {e}", kind.as_str())))?;
                 chats.push(chat);
             }
@@ -422,8 +462,7 @@ struct Chat {
     max_messages: usize,
     templates: Templates,
     sender: Arc<ChatSender>,
-    rate: Rate,
-    limiter: OnceLock<Limiter>,
+    robot: Arc<Robot>,
 }
 
 /// The part of a [`Chat`] its queue's worker needs: how to encode, sign,
@@ -449,6 +488,7 @@ impl Chat {
         index: usize,
         c: &ChatConfig,
         clients: &mut Clients,
+        robots: &mut Robots,
         metrics: &NotifyMetrics,
     ) -> Result<Chat, String> {
         let client = clients.get(&c.tls, c.proxy_url.as_deref())?;
@@ -474,6 +514,11 @@ impl Chat {
         };
         let integration = format!("{}[{index}]", kind.as_str());
         metrics.set_failing(receiver, &integration, false);
+        let rate = Rate {
+            messages: per_minute,
+            period: c.rate_limit_period.map_or(Duration::from_secs(60), |d| d.0),
+        };
+        let robot = robots.get(kind, &url, rate);
         Ok(Chat {
             send_resolved: c.send_resolved,
             mentions: c.mentions.clone(),
@@ -494,11 +539,7 @@ impl Chat {
                 timeout: c.timeout.0,
                 metrics: metrics.clone(),
             }),
-            rate: Rate {
-                messages: per_minute,
-                period: c.rate_limit_period.map_or(Duration::from_secs(60), |d| d.0),
-            },
-            limiter: OnceLock::new(),
+            robot,
         })
     }
 
@@ -572,10 +613,11 @@ impl Chat {
         if messages.is_empty() {
             return Ok(());
         }
-        let limiter = self.limiter.get_or_init(|| {
-            Limiter::spawn(Arc::clone(&self.sender) as Arc<dyn Channel>, self.rate)
-        });
-        let answers: Vec<_> = messages.into_iter().map(|m| limiter.submit(m)).collect();
+        let limiter = self.robot.limiter();
+        let answers: Vec<_> = messages
+            .into_iter()
+            .map(|m| limiter.submit(Arc::clone(&self.sender) as Arc<dyn Channel>, m))
+            .collect();
         let mut result = Ok(());
         for answer in answers {
             let r = answer
@@ -945,6 +987,7 @@ pub(crate) mod tests {
                 },
                 generator_url: format!("http://mecha.example/search?q=node-{i}"),
                 fingerprint: format!("{i:016x}"),
+                value: None,
             })
             .collect();
         Notification {
@@ -969,6 +1012,7 @@ pub(crate) mod tests {
         let r = Receiver::new(
             &config.aggregator.alerting.receivers[0],
             &mut Clients::default(),
+            &mut Robots::default(),
             &metrics.notify,
         )
         .unwrap_or_else(|e| panic!("{e}"));

@@ -118,12 +118,14 @@ pub struct AlertView {
     pub name: String,
     /// The `severity` label, or empty.
     pub severity: String,
-    /// The `summary` annotation, or empty.
+    /// The `summary` annotation, else the `title` one (an error rule's
+    /// issue title), or empty.
     pub summary: String,
     /// The `description` annotation, or empty.
     pub description: String,
-    /// The `value` annotation (for a resolved alert: the value when it
-    /// resolved), or empty.
+    /// The `value` annotation, else the alert's value as `{{ $value }}`
+    /// prints it (for a resolved alert: the value when it resolved), or
+    /// empty.
     pub value: String,
     /// Labels other than `alertname` and `severity`, as `k=v, k=v`.
     pub label_text: String,
@@ -197,9 +199,19 @@ impl Prepared {
                     status: a.status,
                     name: get(&a.labels, "alertname"),
                     severity: get(&a.labels, "severity"),
-                    summary: get(&annotations, "summary"),
+                    summary: annotations
+                        .get("summary")
+                        .or_else(|| annotations.get("title"))
+                        .cloned()
+                        .unwrap_or_default(),
                     description: get(&annotations, "description"),
-                    value: get(&annotations, "value"),
+                    // A user's own `value` annotation is how they chose to
+                    // show it (a unit, a percentage).
+                    value: annotations.get("value").cloned().unwrap_or_else(|| {
+                        a.value
+                            .map(crate::alert::rules::template::format_value)
+                            .unwrap_or_default()
+                    }),
                     label_text,
                     starts_at: time(a.starts_at),
                     ends_at: if resolved {
@@ -370,6 +382,59 @@ mod tests {
         assert_eq!(duration(d(3 * 3600 + 240)), "3h4m");
         assert_eq!(duration(d(90_000)), "1d1h");
         assert_eq!(duration(d(-5)), "0s");
+    }
+
+    /// The default text of `n`'s alerts in `markup`.
+    fn default_text(markup: Markup, n: &Notification) -> String {
+        let p = Prepared::new(n, crate::alert::notify::tests::now());
+        let t = Templates::new(markup, None, None);
+        let title = t.title(&p);
+        t.text(
+            &p,
+            &title,
+            true,
+            &Slice {
+                alerts: 0..n.alerts.len(),
+                omitted: 0,
+                part: 1,
+                parts: 1,
+            },
+        )
+    }
+
+    #[test]
+    fn default_messages_show_a_rule_alerts_value_and_its_issue_title() {
+        // What a new-issue rule without annotations sends: the issue's
+        // title (no summary) and its value, firing then resolved.
+        let mut n = crate::alert::notify::tests::notification(AlertStatus::Firing, 1);
+        n.alerts[0].annotations = Labels::from([(
+            "title".to_string(),
+            "ZeroDivisionError: division by zero".to_string(),
+        )]);
+        n.alerts[0].value = Some(12.0);
+        let firing = default_text(Markup::Markdown, &n);
+        let mut r = crate::alert::notify::tests::notification(AlertStatus::Resolved, 1);
+        r.alerts[0].annotations = n.alerts[0].annotations.clone();
+        r.alerts[0].value = Some(0.0);
+        let resolved = default_text(Markup::Text, &r);
+        assert!(
+            firing.contains("> ZeroDivisionError: division by zero\n"),
+            "{firing}"
+        );
+        assert!(firing.contains("> Value: 12\n"), "{firing}");
+        assert!(resolved.contains("Value at resolve: 0\n"), "{resolved}");
+        insta::assert_snapshot!(format!("{firing}\n\n---\n\n{resolved}"));
+    }
+
+    #[test]
+    fn a_value_annotation_wins_over_the_alerts_value() {
+        let mut n = crate::alert::notify::tests::notification(AlertStatus::Firing, 1);
+        n.alerts[0].value = Some(0.97);
+        let p = Prepared::new(&n, crate::alert::notify::tests::now());
+        assert_eq!(p.alerts[0].value, "97%");
+        n.alerts[0].annotations.remove("value");
+        let p = Prepared::new(&n, crate::alert::notify::tests::now());
+        assert_eq!(p.alerts[0].value, "0.97");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use super::log::quote;
 use super::state::ActiveAlert;
-use super::{Sample, base_labels};
+use super::{Evaluation, Sample, base_labels, fingerprint, group_count};
 use crate::Error;
 use crate::alert::model::Labels;
 use crate::issues::route::ISSUE_ID_ATTR;
@@ -41,13 +41,13 @@ pub(crate) fn evaluate(
     triggers: Vec<Sample>,
     now_ns: i64,
     external_url: &str,
-) -> Result<Vec<Sample>, Error> {
+) -> Result<Evaluation, Error> {
     match rule.on {
-        Some(ErrorTrigger::EventRate) => rate(rule, store, issues, now_ns, external_url),
+        Some(ErrorTrigger::EventRate) => rate(rule, store, issues, alerts, now_ns, external_url),
         Some(ErrorTrigger::NewIssue | ErrorTrigger::Regression) => {
             triggered(rule, issues, alerts, triggers, now_ns)
         }
-        None => Ok(Vec::new()),
+        None => Ok(Evaluation::default()),
     }
 }
 
@@ -89,9 +89,10 @@ fn rate(
     rule: &RuleConfig,
     store: &Store,
     issues: &IssueStore,
+    alerts: &BTreeMap<String, ActiveAlert>,
     now_ns: i64,
     external_url: &str,
-) -> Result<Vec<Sample>, Error> {
+) -> Result<Evaluation, Error> {
     let window = i64::try_from(rule.window_or_default().as_nanos()).unwrap_or(i64::MAX);
     let per = rule.per.unwrap_or_default();
     let group_by: Vec<String> = match per {
@@ -106,7 +107,8 @@ fn rate(
     )?;
     let min = rule.min_count();
     let mut out = Vec::new();
-    for (values, n) in counts.groups {
+    for (values, n) in &counts.groups {
+        let n = *n;
         if n < min {
             continue;
         }
@@ -151,7 +153,17 @@ fn rate(
             extra_annotations: extra,
         });
     }
-    Ok(out)
+    // An alert's group, read back from its labels as set above.
+    let key = |labels: &Labels| -> Vec<String> {
+        let get = |name: &str| labels.get(name).cloned().unwrap_or_default();
+        match per {
+            RatePer::Issue => vec![get("issue_id"), get("project")],
+            RatePer::Project => vec![get("project")],
+        }
+    };
+    Ok(Evaluation::with_below(out, alerts, |labels| {
+        group_count(&counts, &key(labels))
+    }))
 }
 
 fn triggered(
@@ -160,7 +172,7 @@ fn triggered(
     alerts: &BTreeMap<String, ActiveAlert>,
     triggers: Vec<Sample>,
     now_ns: i64,
-) -> Result<Vec<Sample>, Error> {
+) -> Result<Evaluation, Error> {
     let window = i64::try_from(rule.window_or_default().as_nanos()).unwrap_or(i64::MAX);
     let mut by_issue: BTreeMap<u64, Sample> = BTreeMap::new();
     for a in alerts.values() {
@@ -185,14 +197,13 @@ fn triggered(
         }
     }
     let mut out = Vec::new();
+    let mut below = BTreeMap::new();
     for (id, mut s) in by_issue {
-        if s.triggered_ns
-            .is_some_and(|at| now_ns.saturating_sub(at) >= window)
-        {
-            continue;
-        }
+        let expired = s
+            .triggered_ns
+            .is_some_and(|at| now_ns.saturating_sub(at) >= window);
         match issues.get(id)? {
-            Some(issue) if issue.status == Status::Unresolved => {
+            Some(issue) if !expired && issue.status == Status::Unresolved => {
                 s.value = issue.count as f64;
                 s.extra_annotations
                     .insert("title".into(), issue.title.clone());
@@ -202,11 +213,19 @@ fn triggered(
                 }
                 out.push(s);
             }
-            // Resolved, ignored or gone (retention): the alert resolves.
-            _ => {}
+            // Out of its window, resolved or ignored: the alert resolves,
+            // showing the issue's count then.
+            Some(issue) => {
+                below.insert(fingerprint(&s.labels), issue.count as f64);
+            }
+            // Gone (retention): it resolves with its last count.
+            None => {}
         }
     }
-    Ok(out)
+    Ok(Evaluation {
+        samples: out,
+        below,
+    })
 }
 
 /// Whether an announced issue (and its event, when still kept) passes the

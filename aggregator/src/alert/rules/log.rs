@@ -7,19 +7,24 @@
 
 use mecha_config::{RuleConfig, label_for_field};
 
-use super::{Sample, base_labels};
+use std::collections::BTreeMap;
+
+use super::state::ActiveAlert;
+use super::{Evaluation, Sample, base_labels, group_count};
 use crate::Error;
 use crate::alert::model::Labels;
 use crate::store::Store;
 
 /// The samples of a log rule at `now_ns`: one per group (or one in total
-/// without `group_by`) whose count reaches the threshold.
+/// without `group_by`) whose count reaches the threshold, and the counts of
+/// the groups of `alerts` (the rule's active alerts) that no longer do.
 pub(crate) fn evaluate(
     rule: &RuleConfig,
     store: &Store,
+    alerts: &BTreeMap<String, ActiveAlert>,
     now_ns: i64,
     external_url: &str,
-) -> Result<Vec<Sample>, Error> {
+) -> Result<Evaluation, Error> {
     let query = rule.query.as_deref().unwrap_or_default();
     let window = i64::try_from(rule.window_or_default().as_nanos()).unwrap_or(i64::MAX);
     let counts = store.count_by(query, now_ns.saturating_sub(window), now_ns, &rule.group_by)?;
@@ -29,7 +34,7 @@ pub(crate) fn evaluate(
         if counts.total >= min {
             out.push(sample(rule, &[], counts.total, external_url));
         }
-        return Ok(out);
+        return Ok(Evaluation::with_below(out, alerts, |_| Some(counts.total)));
     }
     for (values, n) in &counts.groups {
         if *n >= min {
@@ -43,7 +48,16 @@ pub(crate) fn evaluate(
             "more groups than a rule alerts on; records in further groups are not alerted on"
         );
     }
-    Ok(out)
+    // An alert's labels hold its group's values (none for an empty one).
+    let key = |labels: &Labels| -> Vec<String> {
+        rule.group_by
+            .iter()
+            .map(|f| labels.get(&label_for_field(f)).cloned().unwrap_or_default())
+            .collect()
+    };
+    Ok(Evaluation::with_below(out, alerts, |labels| {
+        group_count(&counts, &key(labels))
+    }))
 }
 
 fn sample(rule: &RuleConfig, values: &[String], count: u64, external_url: &str) -> Sample {

@@ -10,7 +10,11 @@
 //! condition stops holding keeps firing for `keep_firing_for`, then is sent
 //! once as *resolved*. Every evaluation re-sends the firing alerts with
 //! `ends_at` four intervals ahead, so an alert whose rule stopped being
-//! evaluated expires by itself at the dispatcher. The phases and their
+//! evaluated expires by itself at the dispatcher. Every alert carries the
+//! value of its condition (a count, an event rate or an issue's count):
+//! the current one while firing, and once resolved the one at resolve time,
+//! which is why an evaluation also reports the values of active alerts
+//! whose condition no longer holds (`Evaluation::below`). The phases and their
 //! times are persisted ([`state`]) so that a restart keeps them.
 //!
 //! [`RuleEngineHandle`] is the running engine: [`spawn`] starts it,
@@ -87,6 +91,49 @@ pub(crate) struct Sample {
     pub issue_id: Option<u64>,
     /// Annotations the engine adds (the issue's title), below the rule's.
     pub extra_annotations: Labels,
+}
+
+/// What one evaluation of a rule found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Evaluation {
+    /// One sample per thing the condition holds for.
+    pub samples: Vec<Sample>,
+    /// The current value of active alerts whose condition no longer holds
+    /// (0 for a group no longer counted at all), by fingerprint: what a
+    /// resolved alert shows as its value at resolve time. An alert missing
+    /// here (its count was cut off, its issue is gone) keeps its last value.
+    pub below: BTreeMap<String, f64>,
+}
+
+impl Evaluation {
+    /// `samples`, and for each alert of `alerts` not among them the value
+    /// `value` reads for its labels.
+    pub(crate) fn with_below(
+        samples: Vec<Sample>,
+        alerts: &BTreeMap<String, ActiveAlert>,
+        value: impl Fn(&Labels) -> Option<u64>,
+    ) -> Evaluation {
+        let held: std::collections::BTreeSet<String> =
+            samples.iter().map(|s| fingerprint(&s.labels)).collect();
+        let below = alerts
+            .iter()
+            .filter(|(f, _)| !held.contains(*f))
+            .filter_map(|(f, a)| Some((f.clone(), value(&a.labels)? as f64)))
+            .collect();
+        Evaluation { samples, below }
+    }
+}
+
+/// The count of the group `key` in `counts`: 0 when it was not counted,
+/// unknown when groups past the limit were cut off.
+pub(crate) fn group_count(
+    counts: &crate::store::count::GroupCounts,
+    key: &[String],
+) -> Option<u64> {
+    match counts.groups.get(key) {
+        Some(n) => Some(*n),
+        None => (counts.other == 0).then_some(0),
+    }
 }
 
 /// A rule, checked and ready to evaluate.
@@ -450,6 +497,7 @@ fn resolve_all(alerts: &BTreeMap<String, ActiveAlert>, now_ns: i64) -> Vec<Alert
             ends_at: time(now_ns),
             generator_url: a.generator_url.clone(),
             fingerprint: f.clone(),
+            value: Some(a.value),
         })
         .collect()
 }
@@ -763,6 +811,7 @@ impl Core {
                 RuleKind::Log => log::evaluate(
                     &rt.rule.config,
                     &self.inputs.store,
+                    &rt.alerts,
                     now_ns,
                     &self.inputs.external_url,
                 ),
@@ -786,7 +835,7 @@ impl Core {
             }
             match samples {
                 Ok(samples) => {
-                    let value = samples.iter().map(|s| s.value).fold(0.0, f64::max);
+                    let value = samples.samples.iter().map(|s| s.value).fold(0.0, f64::max);
                     rt.last = LastEval {
                         at_ns: Some(now_ns),
                         seconds,
@@ -875,16 +924,11 @@ fn resend_ns(interval: Duration) -> i64 {
 /// Moves a rule's alerts through their phases given this evaluation's
 /// samples, and returns what to send: every firing alert, and the alerts
 /// that resolved now.
-fn advance(
-    rt: &mut RuleRuntime,
-    samples: Vec<Sample>,
-    now_ns: i64,
-    external_url: &str,
-) -> Vec<Alert> {
+fn advance(rt: &mut RuleRuntime, eval: Evaluation, now_ns: i64, external_url: &str) -> Vec<Alert> {
     let pending_for = i64::try_from(rt.rule.config.pending_for().as_nanos()).unwrap_or(i64::MAX);
     let keep = i64::try_from(rt.rule.config.keep_firing().as_nanos()).unwrap_or(i64::MAX);
     let mut current: BTreeMap<String, Sample> = BTreeMap::new();
-    for s in samples {
+    for s in eval.samples {
         current.insert(fingerprint(&s.labels), s);
     }
     let mut extra: HashMap<String, Labels> = HashMap::new();
@@ -925,6 +969,9 @@ fn advance(
             // A pending alert whose condition stopped never fired: forget it.
             Phase::Pending => gone.push(f.clone()),
             Phase::Firing => {
+                if let Some(v) = eval.below.get(f) {
+                    a.value = *v;
+                }
                 let lost = *a.lost_since_ns.get_or_insert(now_ns);
                 if now_ns.saturating_sub(lost) >= keep {
                     gone.push(f.clone());
@@ -967,6 +1014,7 @@ fn firing_alert(
         ends_at: time(ends_ns),
         generator_url: a.generator_url.clone(),
         fingerprint: f.to_string(),
+        value: Some(a.value),
     }
 }
 

@@ -226,13 +226,15 @@ async fn log_rule_fires_after_for_with_one_alert_per_group_then_resolves() {
     step(&engine, 210 * SECS).await;
     let puts = s.sink.take();
     let resolve_at = time(t0 + 300_000_000_000);
+    // Annotations and value are those at resolve time: nothing counted.
     assert_eq!(
         summary(&puts),
         [vec![
-            (Resolved, "hr".into(), "2 errors in hr".into()),
-            (Resolved, "shop".into(), "3 errors in shop".into()),
+            (Resolved, "hr".into(), "0 errors in hr".into()),
+            (Resolved, "shop".into(), "0 errors in shop".into()),
         ]]
     );
+    assert!(puts[0].iter().all(|a| a.value == Some(0.0)), "{puts:#?}");
     assert!(
         puts[0]
             .iter()
@@ -242,6 +244,96 @@ async fn log_rule_fires_after_for_with_one_alert_per_group_then_resolves() {
     step(&engine, 30 * SECS).await;
     assert!(s.sink.take().is_empty());
     assert!(engine.board().snapshot()[0].alerts.is_empty());
+    engine.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn alerts_carry_their_value_and_resolve_with_the_value_at_resolve_time() {
+    let mut s = setup();
+    s.errors("shop", 3);
+    let r = rule(
+        "name: Burst
+type: log
+query: 'level:error AND payment'
+window: 1m
+at_least: 2
+group_by: [namespace]
+annotations: { summary: '{{ $value }} errors' }",
+    );
+    let engine = s.engine(&[r]).await;
+    let puts = s.sink.take();
+    let values = |puts: &[Vec<Alert>]| -> Vec<(AlertStatus, Option<f64>, String)> {
+        puts.iter()
+            .flatten()
+            .map(|a| (a.status, a.value, a.annotations["summary"].clone()))
+            .collect()
+    };
+    use AlertStatus::*;
+    assert_eq!(values(&puts), [(Firing, Some(3.0), "3 errors".into())]);
+    // One more error; the three leave the 1m window before the next but
+    // one evaluation, which counts 1: below the threshold, resolved.
+    step(&engine, 30 * SECS).await;
+    assert_eq!(
+        values(&s.sink.take()),
+        [(Firing, Some(3.0), "3 errors".into())]
+    );
+    s.errors("shop", 1);
+    step(&engine, 30 * SECS).await;
+    assert_eq!(
+        values(&s.sink.take()),
+        [(Resolved, Some(1.0), "1 errors".into())]
+    );
+    engine.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn error_rules_filter_by_environment() {
+    let mut s = setup();
+    let rules = [
+        rule("name: NewInProd\ntype: error\non: new_issue\nenvironment: production\n"),
+        rule(
+            "name: RateInProd\ntype: error\non: event_rate\nwindow: 5m\nat_least: 2\nper: project\nenvironment: production\n",
+        ),
+    ];
+    let engine = s.engine(&rules).await;
+    for i in 0..3 {
+        s.sentry_event(
+            "42",
+            json!({"message": "staging only", "environment": "staging", "extra": i}),
+        );
+    }
+    engine.settle().await.unwrap();
+    step(&engine, 30 * SECS).await;
+    assert_eq!(s.sink.take(), Vec::<Vec<Alert>>::new());
+    for i in 0..2 {
+        s.sentry_event(
+            "42",
+            json!({"message": "in production", "environment": "production", "extra": i}),
+        );
+    }
+    engine.settle().await.unwrap();
+    step(&engine, 30 * SECS).await;
+    // The last put of each rule: both count the production events only.
+    let fired: BTreeMap<String, (String, Option<f64>)> = s
+        .sink
+        .take()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            let title = a.annotations.get("title").cloned().unwrap_or_default();
+            (a.labels["alertname"].clone(), (title, a.value))
+        })
+        .collect();
+    assert_eq!(
+        fired,
+        BTreeMap::from([
+            (
+                "NewInProd".to_string(),
+                ("in production".to_string(), Some(2.0))
+            ),
+            ("RateInProd".to_string(), (String::new(), Some(2.0))),
+        ])
+    );
     engine.shutdown().await;
 }
 
@@ -441,6 +533,7 @@ annotations: { summary: '{{ $value }} events of {{ $labels.issue_id }}' }",
     assert_eq!(a.labels["level"], "error");
     assert_eq!(a.annotations["summary"], "3 events of 1");
     assert_eq!(a.annotations["title"], "hot");
+    assert_eq!(a.value, Some(3.0));
     // A project total counts both issues.
     let total = rule(
         "name: Project\ntype: error\non: event_rate\nwindow: 5m\nabove: 3\nper: project\nproject: 42\n",
@@ -459,11 +552,15 @@ annotations: { summary: '{{ $value }} events of {{ $labels.issue_id }}' }",
         all[1].generator_url,
         "https://mecha.example.com/api/v1/issues?project=42"
     );
-    // Out of the window: resolved.
+    assert_eq!(all[1].value, Some(4.0));
+    // Out of the window: resolved, with no event left in it.
     step(&engine, 300 * SECS).await;
     let puts = s.sink.take();
     assert_eq!(puts.len(), 1);
-    assert_eq!(puts[0][0].status, AlertStatus::Resolved);
+    assert_eq!(
+        (puts[0][0].status, puts[0][0].value),
+        (AlertStatus::Resolved, Some(0.0))
+    );
     engine.shutdown().await;
 }
 
