@@ -32,7 +32,8 @@ use tokio::time::Instant;
 
 use super::Outgoing;
 
-/// Waiting messages per robot before submits are refused.
+/// Waiting messages per robot before submits are refused: this many in the
+/// queue, and as many again in its worker's hands.
 pub const QUEUE_CAPACITY: usize = 1024;
 
 /// Attempts of one message the platform refused for its rate limit.
@@ -160,16 +161,12 @@ async fn run(mut rx: mpsc::Receiver<Item>, rate: Rate) {
         }
         while spent.len() >= messages {
             if let Some(back) = spent.pop_front() {
-                while let Ok(item) = rx.try_recv() {
-                    pending.push_back(item);
-                }
+                take_queued(&mut rx, &mut pending);
                 backlog.report(&pending);
                 tokio::time::sleep_until(back).await;
             }
         }
-        while let Ok(item) = rx.try_recv() {
-            pending.push_back(item);
-        }
+        take_queued(&mut rx, &mut pending);
         let Some((channel, message, waiters)) = take_batch(&mut pending) else {
             continue;
         };
@@ -202,6 +199,19 @@ async fn run(mut rx: mpsc::Receiver<Item>, rate: Rate) {
         };
         for done in waiters {
             let _ = done.send(result.clone());
+        }
+    }
+}
+
+/// Moves queued messages into the worker's hands, holding at most
+/// [`QUEUE_CAPACITY`] there: past it they stay in the bounded queue, which
+/// then refuses further submits, so a robot's backlog is bounded however
+/// long its rate limit holds it back.
+fn take_queued(rx: &mut mpsc::Receiver<Item>, pending: &mut VecDeque<Item>) {
+    while pending.len() < QUEUE_CAPACITY {
+        match rx.try_recv() {
+            Ok(item) => pending.push_back(item),
+            Err(_) => break,
         }
     }
 }
@@ -356,6 +366,39 @@ mod tests {
         let sent = rec.sent.lock().unwrap_or_else(|e| e.into_inner()).clone();
         assert_20_a_minute_and_100_alerts(&sent);
         assert!(sent.len() < 100, "nothing merged: {}", sent.len());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_robot_held_back_for_minutes_keeps_a_bounded_backlog() {
+        // One message a minute, none merged (each fills the limit): every
+        // minute a burst larger than the queue arrives. Without the bound on
+        // what the worker holds, each wake-up would take the whole queue in
+        // and the backlog would grow by a queue's worth a minute.
+        let rec = recorder(8, 0);
+        let limiter = Limiter::spawn(Rate {
+            messages: 1,
+            period: MINUTE,
+        });
+        let mut accepted = Vec::new();
+        let mut refused = 0;
+        for minute in 0..4 {
+            for i in 0..QUEUE_CAPACITY + QUEUE_CAPACITY / 2 {
+                let mut answer = limiter.submit(rec.clone(), text(format!("{minute}-{i:05}")));
+                match answer.try_recv() {
+                    Ok(Err(Failure::Retryable(_))) => refused += 1,
+                    _ => accepted.push(answer),
+                }
+            }
+            tokio::time::sleep(MINUTE).await;
+        }
+        // Sent, in its hands and queued: never more than two queues' worth.
+        let sent = rec.sent.lock().unwrap_or_else(|e| e.into_inner()).len();
+        assert!(
+            accepted.len() <= sent + 2 * QUEUE_CAPACITY,
+            "{} accepted, {sent} sent",
+            accepted.len()
+        );
+        assert!(refused > 0);
     }
 
     #[tokio::test(start_paused = true)]
