@@ -26,6 +26,9 @@ pub enum Delivery {
     Safe,
     /// The pipeline stayed full; nothing was kept.
     BufferFull,
+    /// The buffer dropped them by its `when_full` policy, and counted them
+    /// as its own discards; nothing was kept.
+    Dropped,
     /// The agent is stopping.
     Closed,
 }
@@ -157,7 +160,7 @@ async fn run(
                 Some(Box::new(move |settled| {
                     on_ack.resolve(match settled {
                         Settled::Kept => Delivery::Safe,
-                        Settled::Dropped => Delivery::BufferFull,
+                        Settled::Dropped => Delivery::Dropped,
                     })
                 })),
             )

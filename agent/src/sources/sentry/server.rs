@@ -340,6 +340,15 @@ async fn serve(
     match tokio::time::timeout(s.ack_timeout, waiting).await {
         Ok(Ok(Delivery::Safe)) => Ok((prepared, n)),
         Ok(Ok(Delivery::BufferFull)) => Err((buffer_full(), n)),
+        // Counted once, by the buffer that dropped them: not again here,
+        // so that discards summed over components are each event once.
+        Ok(Ok(Delivery::Dropped)) => Err((
+            Reject {
+                reason: None,
+                ..buffer_full()
+            },
+            n,
+        )),
         Ok(Ok(Delivery::Closed)) | Ok(Err(_)) => Err((
             Reject::unavailable(
                 None,
