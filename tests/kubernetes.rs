@@ -11,7 +11,8 @@
 //! keeps its IP for `delay_deletion` and a pod reusing it wins once the
 //! DELETE is seen; watches start at the list's version and resume from the
 //! last event or bookmark without listing, and list again after a 410 (an
-//! `ERROR` event or the HTTP status); a server restart (versions kept or
+//! `ERROR` event or the HTTP status); a node of more pods than a page is
+//! listed page by page; a server restart (versions kept or
 //! reset) and an outage never stop logs, retries back off, and the cache
 //! catches up.
 
@@ -763,5 +764,93 @@ fn watches_resume_where_they_ended_and_list_again_only_after_410() {
     let h = hit(&http, "rline1");
     assert_eq!(res(&h, "k8s.pod.label.app"), Some("r1"), "{h:#}");
     assert_eq!(res(&h, "k8s.namespace.label.tier"), Some("web"), "{h:#}");
+    s.mecha.stop();
+}
+
+#[test]
+fn a_node_of_more_pods_than_a_page_is_listed_page_by_page_into_the_cache() {
+    // 1,201 pods on this node (the agent lists 500 at a time), interleaved
+    // in the server's order with pods of another node that the field
+    // selector leaves out: three pages, each followed by its token.
+    const PODS: usize = 1201;
+    let api = FakeApiServer::start();
+    api.put_namespace(namespace("big", json!({"tier": "batch"}), json!({})));
+    for i in 0..PODS {
+        let name = format!("p-{i:04}");
+        let ip = format!("127.4.{}.{}", i / 250, i % 250 + 1);
+        api.put_pod(with_label(
+            pod("big", &name, &format!("uid-{name}"), NODE, &ip),
+            "app",
+            &name,
+        ));
+        if i % 10 == 0 {
+            let other = format!("p-{i:04}-elsewhere");
+            api.put_pod(pod(
+                "big",
+                &other,
+                &format!("uid-{other}"),
+                "node-2",
+                "127.5.0.1",
+            ));
+        }
+    }
+    let s = start(&api, "");
+    wait_for("the first pod watch", Duration::from_secs(60), || {
+        api.requests()
+            .iter()
+            .any(|r| r.kind == Kind::Pods && r.watch)
+            .then_some(())
+    });
+    let lists: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.kind == Kind::Pods && !r.watch)
+        .collect();
+    assert_eq!(lists.len(), 3, "{lists:?}");
+    let continued: Vec<Option<&str>> = lists
+        .iter()
+        .map(|r| r.query.get("continue").map(String::as_str))
+        .collect();
+    assert_eq!(continued[0], None, "{lists:?}");
+    assert!(
+        continued[1..]
+            .iter()
+            .all(|c| c.is_some_and(|c| !c.is_empty())),
+        "{lists:?}"
+    );
+    for r in &lists {
+        assert_eq!(
+            r.query.get("limit").map(String::as_str),
+            Some("500"),
+            "{r:?}"
+        );
+        assert!(
+            r.query
+                .get("fieldSelector")
+                .is_some_and(|f| f.contains(NODE)),
+            "{r:?}"
+        );
+    }
+    // The watch starts at the version of the whole list.
+    let first_watch = api
+        .requests()
+        .into_iter()
+        .find(|r| r.kind == Kind::Pods && r.watch)
+        .map(|r| r.resource_version());
+    assert_eq!(first_watch, lists[2].listed_at, "{lists:?}");
+    wait_for(
+        "every pod of the node cached",
+        Duration::from_secs(30),
+        || (metric(&s.mecha, "mecha_kube_cache_pods", &[]) == PODS as f64).then_some(()),
+    );
+    // A pod of each page is known to the cache.
+    for i in [0, 499, 500, 999, 1000, PODS - 1] {
+        let name = format!("p-{i:04}");
+        let word = format!("paged{i}");
+        line(&log_file(&s.logs, "big", &name, "app"), &word);
+        let h = hit(&s.http, &word);
+        assert_eq!(res(&h, "k8s.pod.label.app"), Some(name.as_str()), "{h:#}");
+        assert_eq!(res(&h, "k8s.namespace.label.tier"), Some("batch"), "{h:#}");
+    }
     s.mecha.stop();
 }
