@@ -26,6 +26,12 @@
 //! reads the same requests whole and answers each with a fixed
 //! `{"id": ...}`: the floor of HTTP over loopback on this machine now. Each
 //! agent line then says how many times that floor it costs per event.
+//!
+//! `MECHA_BENCH_PIN=1` gives the measured server (the bare one and each
+//! agent alike) the machine's last CPU to itself, and the clients and the
+//! sink the others (with `taskset`, from util-linux): the server's CPU per
+//! event then holds no time lost to the clients running on its core. A
+//! server with one core to itself also shows its saturated events/s.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -116,6 +122,11 @@ fn main() {
         bodies[0].len()
     );
 
+    let pin = std::env::var("MECHA_BENCH_PIN").is_ok_and(|v| v == "1");
+    let server_cpu = if pin { pin_clients() } else { None };
+    if let Some(cpu) = server_cpu {
+        println!("servers pinned to CPU {cpu}, clients and sink to the others");
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => return eprintln!("sentry bench: runtime: {e}"),
@@ -144,6 +155,7 @@ fn main() {
         total,
         clients,
         perf,
+        server_cpu,
     };
     for round in 0..rounds {
         let floor = match run.bare(&tmp.path().join(format!("bare-{round}"))) {
@@ -182,6 +194,8 @@ struct Run<'a> {
     clients: u64,
     /// `1` to count syscalls, `record` to sample stacks.
     perf: String,
+    /// The CPU the measured servers run on alone (`MECHA_BENCH_PIN`).
+    server_cpu: Option<usize>,
 }
 
 /// `perf stat` attached to the agent for the measured part of a run.
@@ -252,9 +266,23 @@ impl PerfStat {
 }
 
 impl Run<'_> {
+    /// The command that starts the measured server `bin`, on its own CPU
+    /// when pinned (`taskset` execs it: the pid is the server's).
+    fn server(&self, bin: &Path) -> Command {
+        match self.server_cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(cpu.to_string()).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        }
+    }
+
     /// Starts `bin` as an agent and measures it under the load.
     fn once(&self, bin: &Path, data: &Path, record: &Path) -> Result<Measured, String> {
-        let child = Command::new(bin)
+        let child = self
+            .server(bin)
             .arg("agent")
             .arg("--config")
             .arg(self.cfg)
@@ -314,7 +342,8 @@ impl Run<'_> {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         let file = dir.join("address");
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut child = Command::new(exe)
+        let mut child = self
+            .server(&exe)
             .arg(BARE_SERVER)
             .arg(&file)
             .stdout(Stdio::null())
@@ -406,6 +435,33 @@ impl Run<'_> {
             at_sink: None,
         }
     }
+}
+
+/// Pins this process (its threads yet to come: the clients' runtime and the
+/// sink) to every CPU but the last, and returns the last, for the servers.
+/// `None` (nothing pinned) on a single CPU or when the kernel refuses.
+fn pin_clients() -> Option<usize> {
+    let cpus = std::thread::available_parallelism().ok()?.get();
+    if cpus < 2 {
+        eprintln!("sentry bench: MECHA_BENCH_PIN needs two CPUs; not pinning");
+        return None;
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: an all-zero cpu_set_t is a valid empty set, CPU_SET writes
+    // only inside it (the indexes are below the CPU count), and
+    // sched_setaffinity reads it for the calling thread only.
+    let pinned = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for cpu in 0..cpus - 1 {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    };
+    if !pinned {
+        eprintln!("sentry bench: sched_setaffinity refused; not pinning");
+        return None;
+    }
+    Some(cpus - 1)
 }
 
 /// What one measured load gave.
