@@ -12,7 +12,8 @@
 //! DELETE is seen; watches start at the list's version and resume from the
 //! last event or bookmark without listing, and list again after a 410 (an
 //! `ERROR` event or the HTTP status); a node of more pods than a page is
-//! listed page by page; a server restart (versions kept or
+//! listed page by page, and from the first page again when a page's token
+//! expires; a server restart (versions kept or
 //! reset) and an outage never stop logs, retries back off, and the cache
 //! catches up.
 
@@ -767,15 +768,15 @@ fn watches_resume_where_they_ended_and_list_again_only_after_410() {
     s.mecha.stop();
 }
 
-#[test]
-fn a_node_of_more_pods_than_a_page_is_listed_page_by_page_into_the_cache() {
-    // 1,201 pods on this node (the agent lists 500 at a time), interleaved
-    // in the server's order with pods of another node that the field
-    // selector leaves out: three pages, each followed by its token.
-    const PODS: usize = 1201;
-    let api = FakeApiServer::start();
+/// Pods on this node in a large cluster: more than the agent's page of
+/// 500 (`p-0000`…, labelled `app` = name, in namespace `big`), interleaved
+/// in the server's order with pods of another node that the field
+/// selector leaves out.
+const PAGED_PODS: usize = 1201;
+
+fn put_a_big_node(api: &FakeApiServer) {
     api.put_namespace(namespace("big", json!({"tier": "batch"}), json!({})));
-    for i in 0..PODS {
+    for i in 0..PAGED_PODS {
         let name = format!("p-{i:04}");
         let ip = format!("127.4.{}.{}", i / 250, i % 250 + 1);
         api.put_pod(with_label(
@@ -794,18 +795,47 @@ fn a_node_of_more_pods_than_a_page_is_listed_page_by_page_into_the_cache() {
             ));
         }
     }
-    let s = start(&api, "");
+}
+
+/// The pod list requests, once the first pod watch has started (the list
+/// is then complete).
+fn pod_lists_before_the_watch(api: &FakeApiServer) -> Vec<fake_apiserver::Request> {
     wait_for("the first pod watch", Duration::from_secs(60), || {
         api.requests()
             .iter()
             .any(|r| r.kind == Kind::Pods && r.watch)
             .then_some(())
     });
-    let lists: Vec<_> = api
-        .requests()
+    api.requests()
         .into_iter()
         .filter(|r| r.kind == Kind::Pods && !r.watch)
-        .collect();
+        .collect()
+}
+
+/// Waits for the cache to hold `pods` pods, then checks that a log line of
+/// each named pod comes back with its pod's and namespace's labels.
+fn cached_with_labels(s: &Setup, pods: usize, names: &[&str]) {
+    wait_for(
+        "every pod of the node cached",
+        Duration::from_secs(30),
+        || (metric(&s.mecha, "mecha_kube_cache_pods", &[]) == pods as f64).then_some(()),
+    );
+    for name in names {
+        let word = format!("paged{}", name.replace('-', ""));
+        line(&log_file(&s.logs, "big", name, "app"), &word);
+        let h = hit(&s.http, &word);
+        assert_eq!(res(&h, "k8s.pod.label.app"), Some(*name), "{h:#}");
+        assert_eq!(res(&h, "k8s.namespace.label.tier"), Some("batch"), "{h:#}");
+    }
+}
+
+#[test]
+fn a_node_of_more_pods_than_a_page_is_listed_page_by_page_into_the_cache() {
+    // Three pages of at most 500, each but the last followed by its token.
+    let api = FakeApiServer::start();
+    put_a_big_node(&api);
+    let s = start(&api, "");
+    let lists = pod_lists_before_the_watch(&api);
     assert_eq!(lists.len(), 3, "{lists:?}");
     let continued: Vec<Option<&str>> = lists
         .iter()
@@ -838,19 +868,57 @@ fn a_node_of_more_pods_than_a_page_is_listed_page_by_page_into_the_cache() {
         .find(|r| r.kind == Kind::Pods && r.watch)
         .map(|r| r.resource_version());
     assert_eq!(first_watch, lists[2].listed_at, "{lists:?}");
-    wait_for(
-        "every pod of the node cached",
-        Duration::from_secs(30),
-        || (metric(&s.mecha, "mecha_kube_cache_pods", &[]) == PODS as f64).then_some(()),
-    );
     // A pod of each page is known to the cache.
-    for i in [0, 499, 500, 999, 1000, PODS - 1] {
-        let name = format!("p-{i:04}");
-        let word = format!("paged{i}");
-        line(&log_file(&s.logs, "big", &name, "app"), &word);
-        let h = hit(&s.http, &word);
-        assert_eq!(res(&h, "k8s.pod.label.app"), Some(name.as_str()), "{h:#}");
-        assert_eq!(res(&h, "k8s.namespace.label.tier"), Some("batch"), "{h:#}");
-    }
+    cached_with_labels(
+        &s,
+        PAGED_PODS,
+        &["p-0000", "p-0499", "p-0500", "p-0999", "p-1000", "p-1200"],
+    );
+    s.mecha.stop();
+}
+
+#[test]
+fn a_list_whose_continue_token_expires_mid_way_is_listed_again_whole() {
+    // A pod is created while the agent pages through the list: the server
+    // answers the next page 410 Gone (the token's snapshot is no longer
+    // served), and the agent must list again from the first page, not
+    // keep a cache of the pages it had.
+    let api = FakeApiServer::start();
+    put_a_big_node(&api);
+    api.put_pod_before_next_page(with_label(
+        pod("big", "p-late", "uid-p-late", NODE, "127.4.9.1"),
+        "app",
+        "p-late",
+    ));
+    let s = start(&api, "");
+    let lists = pod_lists_before_the_watch(&api);
+    let shape: Vec<(bool, Option<u64>)> = lists
+        .iter()
+        .map(|r| {
+            (
+                r.query.get("continue").is_some_and(|c| !c.is_empty()),
+                r.listed_at,
+            )
+        })
+        .collect();
+    // Page 1, page 2 refused (no version: an error), then pages 1 to 3.
+    assert_eq!(shape.len(), 5, "{lists:?}");
+    assert_eq!(shape[1], (true, None), "{lists:?}");
+    assert!(!shape[2].0, "the list did not start again: {lists:?}");
+    assert!(shape[3..].iter().all(|(c, _)| *c), "{lists:?}");
+    assert!(
+        metric(
+            &s.mecha,
+            "mecha_kube_api_errors_total",
+            &["resource=\"pods\""]
+        ) >= 1.0,
+        "{}",
+        metrics(&s.mecha)
+    );
+    cached_with_labels(
+        &s,
+        PAGED_PODS + 1,
+        &["p-0000", "p-0700", "p-1200", "p-late"],
+    );
     s.mecha.stop();
 }

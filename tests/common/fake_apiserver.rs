@@ -113,6 +113,43 @@ struct Inner {
     ended: Vec<Ended>,
     /// The next pod watch gets HTTP 410.
     refuse_next_pod_watch: bool,
+    /// Put just before the next pod list page asked with a `continue`
+    /// token is served: the token's snapshot is then gone.
+    put_before_next_page: Option<Value>,
+}
+
+impl Inner {
+    /// Creates or replaces `object`, telling the watches; its version.
+    fn put(&mut self, kind: Kind, mut object: Value) -> u64 {
+        self.rv += 1;
+        let rv = self.rv;
+        let key = key_of(kind, &object);
+        object["apiVersion"] = json!("v1");
+        object["kind"] = json!(kind.kind());
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        if object["metadata"]["creationTimestamp"].is_null() {
+            object["metadata"]["creationTimestamp"] =
+                json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        }
+        let map = match kind {
+            Kind::Pods => &mut self.pods,
+            Kind::Namespaces => &mut self.namespaces,
+        };
+        let kind_of_event = if map.insert(key, object.clone()).is_some() {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        let e = Event {
+            rv,
+            kind,
+            kind_of_event,
+            object,
+        };
+        self.history.push(e.clone());
+        let _ = self.live.send(e);
+        rv
+    }
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -142,6 +179,7 @@ impl FakeApiServer {
             requests: Vec::new(),
             ended: Vec::new(),
             refuse_next_pod_watch: false,
+            put_before_next_page: None,
         }));
         let mut s = FakeApiServer {
             state,
@@ -263,6 +301,14 @@ impl FakeApiServer {
         lock(&self.state).refuse_next_pod_watch = true;
     }
 
+    /// Creates or replaces `pod` when a pod list asks for its next page,
+    /// just before answering: as when a pod changes while a client pages
+    /// through a list, the page gets `410 Gone` (its token's snapshot is
+    /// no longer served).
+    pub fn put_pod_before_next_page(&self, pod: Value) {
+        lock(&self.state).put_before_next_page = Some(pod);
+    }
+
     /// Creates or replaces a pod (`metadata.namespace`/`name` identify it).
     pub fn put_pod(&self, pod: Value) -> u64 {
         self.put(Kind::Pods, pod)
@@ -283,36 +329,8 @@ impl FakeApiServer {
         lock(&self.state).requests.clone()
     }
 
-    fn put(&self, kind: Kind, mut object: Value) -> u64 {
-        let mut s = lock(&self.state);
-        s.rv += 1;
-        let rv = s.rv;
-        let key = key_of(kind, &object);
-        object["apiVersion"] = json!("v1");
-        object["kind"] = json!(kind.kind());
-        object["metadata"]["resourceVersion"] = json!(rv.to_string());
-        if object["metadata"]["creationTimestamp"].is_null() {
-            object["metadata"]["creationTimestamp"] =
-                json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-        }
-        let map = match kind {
-            Kind::Pods => &mut s.pods,
-            Kind::Namespaces => &mut s.namespaces,
-        };
-        let kind_of_event = if map.insert(key, object.clone()).is_some() {
-            "MODIFIED"
-        } else {
-            "ADDED"
-        };
-        let e = Event {
-            rv,
-            kind,
-            kind_of_event,
-            object,
-        };
-        s.history.push(e.clone());
-        let _ = s.live.send(e);
-        rv
+    fn put(&self, kind: Kind, object: Value) -> u64 {
+        lock(&self.state).put(kind, object)
     }
 
     fn delete(&self, kind: Kind, key: &str) -> u64 {
@@ -431,6 +449,12 @@ fn handle(s: Shared, kind: Kind, q: HashMap<String, String>) -> Response {
     if watch {
         drop(st);
         return watch_response(&s, kind, &q);
+    }
+    if kind == Kind::Pods
+        && q.get("continue").is_some_and(|c| !c.is_empty())
+        && let Some(pod) = st.put_before_next_page.take()
+    {
+        st.put(Kind::Pods, pod);
     }
     let (response, at) = list(&st, kind, &q);
     if let Some(r) = st.requests.last_mut() {
