@@ -24,8 +24,9 @@ pub type AckFn = Box<dyn FnOnce(Settled) + Send + 'static>;
 pub enum Settled {
     /// Safe downstream (committed by the aggregator, or durable here).
     Kept,
-    /// Dropped by policy (a full buffer under `drop_newest`, a chunk larger
-    /// than the buffer takes) and counted: nothing was kept.
+    /// Dropped and counted where it happened: by policy (a full buffer under
+    /// `drop_newest`, a chunk larger than the buffer takes) or refused for
+    /// good downstream. Nothing was kept.
     Dropped,
 }
 
@@ -141,7 +142,9 @@ impl Chunk {
         self.settle(Settled::Dropped);
     }
 
-    fn settle(mut self, settled: Settled) {
+    /// Settles the chunk as [`Chunk::ack`] (`Kept`) or [`Chunk::discard`]
+    /// (`Dropped`) does.
+    pub fn settle(mut self, settled: Settled) {
         if let Some(f) = self.on_ack.take() {
             f(settled);
         }

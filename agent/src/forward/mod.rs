@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::Shutdown;
 use crate::metrics::AgentMetrics;
-use crate::pipeline::{Chunk, ChunkEncoding, Input};
+use crate::pipeline::{Chunk, ChunkEncoding, Input, Settled};
 
 /// Why a batch was not accepted downstream.
 #[derive(Debug, thiserror::Error)]
@@ -240,20 +240,22 @@ pub async fn run(
     }
 }
 
-/// The outcome of one batch: its chunks, and whether they may be acknowledged.
-type Delivery = (bool, Vec<Chunk>);
+/// The outcome of one batch: its chunks, and how they are settled (`None`:
+/// not delivered, so they may not be acknowledged).
+type Delivery = (Option<Settled>, Vec<Chunk>);
 
-/// Acknowledges a delivered batch; false when it was not delivered (or its task
-/// failed), after which nothing later may be acknowledged.
+/// Settles a delivered batch, kept or (rejected downstream) dropped; false
+/// when it was not delivered (or its task failed), after which nothing later
+/// may be acknowledged.
 fn settle<E>(done: Result<Delivery, E>, sink: &str) -> bool {
     match done {
-        Ok((true, chunks)) => {
+        Ok((Some(how), chunks)) => {
             for c in chunks {
-                c.ack();
+                c.settle(how);
             }
             true
         }
-        Ok((false, chunks)) => {
+        Ok((None, chunks)) => {
             tracing::warn!(
                 sink,
                 chunks = chunks.len(),
@@ -308,7 +310,7 @@ async fn deliver(
                     .downstream_up
                     .with_label_values(&[downstream.name()])
                     .set(1);
-                return (true, chunks);
+                return (Some(Settled::Kept), chunks);
             }
             Err(ForwardError::Rejected { reason, .. }) => {
                 metrics
@@ -320,7 +322,9 @@ async fn deliver(
                     .with_label_values(&["forward", "rejected_downstream"])
                     .inc_by(n);
                 tracing::error!(records = n, reason, "downstream rejected a batch; dropped");
-                return (true, chunks);
+                // The files move past these lines; a client waiting for
+                // them (a Sentry SDK) is told they were not stored.
+                return (Some(Settled::Dropped), chunks);
             }
             Err(e @ ForwardError::Unavailable { .. }) => {
                 metrics.forward_batches.with_label_values(&["retry"]).inc();
@@ -341,7 +345,7 @@ async fn deliver(
             drain_deadline = Some(now + opts.drain_timeout);
         }
         if drain_deadline.is_some_and(|d| now + wait >= d) {
-            return (false, chunks);
+            return (None, chunks);
         }
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -452,6 +456,72 @@ mod tests {
                 .render()
                 .contains("mecha_forward_batches_total{outcome=\"retry\"} 5")
         );
+    }
+
+    /// Rejects (for good) every batch whose first body is "bad".
+    struct Picky;
+
+    impl Downstream for Picky {
+        fn name(&self) -> &str {
+            "picky"
+        }
+        fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<(), ForwardError>> {
+            Box::pin(async move {
+                if bodies(batch).first().is_some_and(|b| b == "bad") {
+                    return Err(ForwardError::Rejected {
+                        sink: "picky".into(),
+                        reason: "invalid".into(),
+                    });
+                }
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_rejected_downstream_is_settled_as_dropped_and_counted() {
+        // A client waiting for a rejected chunk (a Sentry SDK, with no disk
+        // buffer between) must hear that nothing was stored.
+        let metrics = Arc::new(AgentMetrics::new());
+        let (out, input) = pipeline::channel(4, metrics.clone(), pipeline::ChunkCodec::Raw);
+        let task = tokio::spawn(run(
+            input,
+            Arc::new(Picky),
+            ForwarderOptions::default(),
+            metrics.clone(),
+            Shutdown::new(),
+        ));
+        let settled = Arc::new(Mutex::new(Vec::new()));
+        for body in ["bad", "good"] {
+            let s = settled.clone();
+            let ack: pipeline::AckFn = Box::new(move |how| {
+                if let Ok(mut g) = s.lock() {
+                    g.push((body, how));
+                }
+            });
+            assert!(out.send(chunk(&[body], Some(ack)).awaited()).await.is_ok());
+            // Each is its own batch: the next is sent once this one settled.
+            while !settled
+                .lock()
+                .map(|g| g.iter().any(|(b, _)| *b == body))
+                .unwrap_or(true)
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        drop(out);
+        assert!(task.await.is_ok());
+        let got = settled.lock().map(|g| g.clone()).unwrap_or_default();
+        assert_eq!(
+            got,
+            [
+                ("bad", pipeline::Settled::Dropped),
+                ("good", pipeline::Settled::Kept)
+            ]
+        );
+        assert!(metrics.render().contains(
+            "mecha_component_discarded_events_total{component=\"forward\",reason=\"rejected_downstream\"} 1"
+        ));
     }
 
     #[tokio::test(start_paused = true)]

@@ -26,8 +26,8 @@ pub enum Delivery {
     Safe,
     /// The pipeline stayed full; nothing was kept.
     BufferFull,
-    /// The buffer dropped them by its `when_full` policy, and counted them
-    /// as its own discards; nothing was kept.
+    /// Dropped further on (by the buffer's `when_full` policy, or refused
+    /// by the aggregator) and counted there as discards; nothing was kept.
     Dropped,
     /// The agent is stopping.
     Closed,

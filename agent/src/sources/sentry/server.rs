@@ -340,8 +340,9 @@ async fn serve(
     match tokio::time::timeout(s.ack_timeout, waiting).await {
         Ok(Ok(Delivery::Safe)) => Ok((prepared, n)),
         Ok(Ok(Delivery::BufferFull)) => Err((buffer_full(), n)),
-        // Counted once, by the buffer that dropped them: not again here,
-        // so that discards summed over components are each event once.
+        // Counted once, by the component that dropped them (buffer or
+        // forwarder): not again here, so that discards summed over
+        // components are each event once.
         Ok(Ok(Delivery::Dropped)) => Err((
             Reject {
                 reason: None,
